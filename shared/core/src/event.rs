@@ -1,0 +1,199 @@
+//! Events: what reanimates an instance. [`Event`] is the wire form carried by an [`Envelope`];
+//! [`AtomEvent`] is what an atom's `step` sees, with its input typed and runtime bookkeeping removed.
+//!
+//! [`Envelope`]: crate::envelope::Envelope
+
+use crate::ids::{InstanceId, RequestId, TimerId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Who started an instance, and the tag it will recognise the child by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub id: InstanceId,
+    pub atom: String,
+    pub tag: String,
+}
+
+/// An event on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// Creates the instance. Sent by a client for a root, by the parent's runtime for a child.
+    Started {
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
+    },
+    /// A child finished. `progress_reports` lets the parent wait for progress that is still in flight.
+    ChildCompleted {
+        child: InstanceId,
+        tag: String,
+        output: Value,
+        progress_reports: u64,
+    },
+    /// A child failed or was cancelled.
+    ChildFailed {
+        child: InstanceId,
+        tag: String,
+        reason: String,
+        cancelled: bool,
+        progress_reports: u64,
+    },
+    /// A child reported progress; `seq` counts from 0 per child.
+    ChildProgress {
+        child: InstanceId,
+        tag: String,
+        seq: u64,
+        payload: Value,
+    },
+    /// A timer fired. Ignored unless `timer` is the arming still pending under `name`.
+    TimerFired { name: String, timer: TimerId },
+    /// The user answered a request.
+    UserAnswered { request: RequestId, answer: Value },
+    /// A named signal from another instance or from outside.
+    Signal {
+        name: String,
+        #[serde(default)]
+        payload: Value,
+    },
+    /// Cancel this instance and everything it started.
+    CancelRequested {
+        #[serde(default)]
+        reason: String,
+    },
+    /// The instance asked to run again at once with a cursor (bounded work per invocation).
+    Continue { cursor: Value },
+}
+
+impl Event {
+    /// A short name for logs, spans and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::ChildCompleted { .. } => "child_completed",
+            Event::ChildFailed { .. } => "child_failed",
+            Event::ChildProgress { .. } => "child_progress",
+            Event::TimerFired { .. } => "timer_fired",
+            Event::UserAnswered { .. } => "user_answered",
+            Event::Signal { .. } => "signal",
+            Event::CancelRequested { .. } => "cancel_requested",
+            Event::Continue { .. } => "continue",
+        }
+    }
+}
+
+/// What an atom's `step` receives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AtomEvent<I> {
+    Started(I),
+    ChildCompleted {
+        child: InstanceId,
+        tag: String,
+        output: Value,
+    },
+    ChildFailed {
+        child: InstanceId,
+        tag: String,
+        reason: String,
+        cancelled: bool,
+    },
+    /// Each progress report is delivered once; reports of one child may arrive out of order, but all
+    /// of them arrive before that child's completion or failure.
+    ChildProgress {
+        child: InstanceId,
+        tag: String,
+        seq: u64,
+        payload: Value,
+    },
+    TimerFired {
+        name: String,
+    },
+    UserAnswered {
+        request: RequestId,
+        kind: String,
+        answer: Value,
+    },
+    /// A request's deadline passed without an answer; the request is closed.
+    RequestExpired {
+        request: RequestId,
+        kind: String,
+    },
+    Signal {
+        name: String,
+        payload: Value,
+    },
+    /// The instance will end as cancelled whatever this step returns; its children, timers and
+    /// requests are cancelled with it. The step may still send messages (e.g. to tidy up).
+    CancelRequested {
+        reason: String,
+    },
+    Continue {
+        cursor: Value,
+    },
+}
+
+impl<I> AtomEvent<I> {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AtomEvent::Started(_) => "started",
+            AtomEvent::ChildCompleted { .. } => "child_completed",
+            AtomEvent::ChildFailed { .. } => "child_failed",
+            AtomEvent::ChildProgress { .. } => "child_progress",
+            AtomEvent::TimerFired { .. } => "timer_fired",
+            AtomEvent::UserAnswered { .. } => "user_answered",
+            AtomEvent::RequestExpired { .. } => "request_expired",
+            AtomEvent::Signal { .. } => "signal",
+            AtomEvent::CancelRequested { .. } => "cancel_requested",
+            AtomEvent::Continue { .. } => "continue",
+        }
+    }
+
+    /// Converts the input, leaving every other event as it is.
+    pub fn try_map_input<J, E>(self, f: impl FnOnce(I) -> Result<J, E>) -> Result<AtomEvent<J>, E> {
+        Ok(match self {
+            AtomEvent::Started(i) => AtomEvent::Started(f(i)?),
+            AtomEvent::ChildCompleted { child, tag, output } => {
+                AtomEvent::ChildCompleted { child, tag, output }
+            }
+            AtomEvent::ChildFailed {
+                child,
+                tag,
+                reason,
+                cancelled,
+            } => AtomEvent::ChildFailed {
+                child,
+                tag,
+                reason,
+                cancelled,
+            },
+            AtomEvent::ChildProgress {
+                child,
+                tag,
+                seq,
+                payload,
+            } => AtomEvent::ChildProgress {
+                child,
+                tag,
+                seq,
+                payload,
+            },
+            AtomEvent::TimerFired { name } => AtomEvent::TimerFired { name },
+            AtomEvent::UserAnswered {
+                request,
+                kind,
+                answer,
+            } => AtomEvent::UserAnswered {
+                request,
+                kind,
+                answer,
+            },
+            AtomEvent::RequestExpired { request, kind } => {
+                AtomEvent::RequestExpired { request, kind }
+            }
+            AtomEvent::Signal { name, payload } => AtomEvent::Signal { name, payload },
+            AtomEvent::CancelRequested { reason } => AtomEvent::CancelRequested { reason },
+            AtomEvent::Continue { cursor } => AtomEvent::Continue { cursor },
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! Identifiers. Everything the runtime creates on an instance's behalf (child instances, messages,
+//! timers, user requests) gets an id derived from the creating instance, the version it is moving to
+//! and the command's index in that step. A step that is re-run after a crash therefore produces the
+//! same ids, so whatever it re-sends is recognised downstream as a duplicate.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Longest id accepted from outside. DynamoDB keys allow 2048 bytes; child ids grow with depth.
+pub const MAX_ID_BYTES: usize = 1024;
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Accepts any non-empty printable id of at most [`MAX_ID_BYTES`] bytes.
+            pub fn new(id: impl Into<String>) -> Result<Self> {
+                let id = id.into();
+                validate(stringify!($name), &id)?;
+                Ok(Self(id))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+string_id!(
+    /// An atom instance. Roots are named by whoever starts them; children are `{parent}/{version}.{index}`.
+    InstanceId
+);
+string_id!(
+    /// A message. Runtime-sent messages are `{sender}@{version}#{index}`.
+    MessageId
+);
+string_id!(
+    /// One arming of a timer. Re-arming a timer of the same name gets a new id, so a late firing of
+    /// the old one is recognised as stale.
+    TimerId
+);
+string_id!(
+    /// A question to the user.
+    RequestId
+);
+
+fn validate(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::terminal(format!("{what} must not be empty")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::terminal(format!(
+            "{what} is {} bytes, longer than the {MAX_ID_BYTES}-byte limit",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::terminal(format!(
+            "{what} {id:?} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a command sits: the instance that issued it, the version its step produces, its index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CommandSlot<'a> {
+    pub instance: &'a InstanceId,
+    pub version: u64,
+    pub index: u32,
+}
+
+impl CommandSlot<'_> {
+    fn derived(&self, sep: char) -> String {
+        format!("{}{sep}{}.{}", self.instance.0, self.version, self.index)
+    }
+    pub fn child(&self) -> InstanceId {
+        InstanceId(self.derived('/'))
+    }
+    pub fn message(&self) -> MessageId {
+        MessageId(self.derived('@'))
+    }
+    pub fn timer(&self) -> TimerId {
+        TimerId(self.derived('@'))
+    }
+    pub fn request(&self) -> RequestId {
+        RequestId(self.derived('?'))
+    }
+}
+
+impl MessageId {
+    /// The message that delivers a timer's firing: one per arming, so a duplicate firing dedupes.
+    pub fn for_timer(timer: &TimerId) -> Self {
+        Self(format!("timer:{}", timer.0))
+    }
+
+    /// The message that delivers the answer to a request: one per request, so answering twice
+    /// (a double click, a retried CLI call) is applied once.
+    pub fn for_answer(request: &RequestId) -> Self {
+        Self(format!("answer:{}", request.0))
+    }
+
+    /// 64-bit FNV-1a fingerprint, what an instance remembers of the messages it applied.
+    pub fn fingerprint(&self) -> u64 {
+        self.0
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_ids() {
+        assert!(InstanceId::new("").is_err());
+        assert!(InstanceId::new("a\nb").is_err());
+        assert!(InstanceId::new("x".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert_eq!(
+            InstanceId::new("order-42").map(|i| i.to_string()).ok(),
+            Some("order-42".into())
+        );
+    }
+
+    #[test]
+    fn derived_ids_are_deterministic_and_distinct() {
+        let parent = InstanceId::new("p").unwrap_or_else(|e| panic!("{e}"));
+        let slot = CommandSlot {
+            instance: &parent,
+            version: 3,
+            index: 1,
+        };
+        assert_eq!(slot.child().as_str(), "p/3.1");
+        assert_eq!(slot.message().as_str(), "p@3.1");
+        assert_eq!(slot.request().as_str(), "p?3.1");
+        assert_eq!(slot.message().fingerprint(), slot.message().fingerprint());
+        let other = CommandSlot { index: 2, ..slot };
+        assert_ne!(slot.message().fingerprint(), other.message().fingerprint());
+    }
+}

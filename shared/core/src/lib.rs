@@ -1,0 +1,32 @@
+//! # reanimate-core
+//!
+//! The pure runtime of reanimate: durable atoms that suspend and are reanimated by events. No AWS
+//! crate is a dependency; the AWS adapters implement [`ports`] in `shared/aws`.
+//!
+//! - [`atom`]: the [`Atom`] trait, its [`Context`] and the [`Registry`].
+//! - [`event`], [`envelope`], [`record`]: the data that moves and the data that is stored.
+//! - [`runtime`]: the exactly-once step algorithm.
+//! - [`memory`] and [`sim`]: every port in memory, and a seeded driver with virtual time and faults.
+
+pub mod atom;
+pub mod client;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod memory;
+pub mod ports;
+pub mod record;
+pub mod runtime;
+pub mod schema;
+pub mod sim;
+pub mod time;
+
+pub use atom::{Ask, Atom, Context, InstanceRef, Registry, Step};
+pub use envelope::Envelope;
+pub use error::{Error, ErrorKind, Result};
+pub use event::{AtomEvent, Event};
+pub use ids::{InstanceId, MessageId, RequestId, TimerId};
+pub use record::{InstanceRecord, Status};
+pub use runtime::{Disposition, Runtime, Transition};
+pub use time::Timestamp;

@@ -1,0 +1,275 @@
+//! The instance record: everything the runtime persists about one atom instance, written as a
+//! whole with a condition on `version`.
+
+use crate::envelope::Envelope;
+use crate::event::{Event, ParentLink};
+use crate::ids::{InstanceId, MessageId, RequestId, TimerId};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// DynamoDB items may be 400 KB; stay well under so attribute names and encoding overhead fit.
+pub const MAX_RECORD_BYTES: usize = 350_000;
+
+/// How many applied message ids an instance remembers for deduplication (see ARCHITECTURE.md:
+/// most events are also deduplicated by what the instance is waiting for, which is unbounded).
+pub const RECENT_MESSAGES: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Has a continuation in flight: it will run again without any outside event.
+    Running,
+    /// Waiting for an event.
+    Suspended,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Suspended => "suspended",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    pub atom: String,
+    /// Incremented by every save; every save is conditioned on the version that was read.
+    pub version: u64,
+    pub status: Status,
+    /// The atom's state, JSON-encoded.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    #[serde(default)]
+    pub waiting: Waiting,
+    /// Fingerprints of the most recently applied message ids.
+    #[serde(default)]
+    pub applied: RecentMessages,
+    /// Effects of the step that produced `version`. They are sent after the save; the next save
+    /// drops them once they are known to be sent, and whoever loads the record before that sends
+    /// them again (every effect is idempotent downstream).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Effect>,
+    /// Progress reports sent to the parent so far; the next one gets this number.
+    #[serde(default)]
+    pub progress_sent: u64,
+    /// How many events the atom's `step` has applied.
+    #[serde(default)]
+    pub transitions: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a suspended instance is waiting for. Events that match nothing here are stale and ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Waiting {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub children: BTreeMap<InstanceId, PendingChild>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timers: BTreeMap<String, PendingTimer>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<RequestId, PendingRequest>,
+    /// The continuation message the instance expects next, if it asked to continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<MessageId>,
+}
+
+impl Waiting {
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+            && self.timers.is_empty()
+            && self.requests.is_empty()
+            && self.continuation.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingChild {
+    pub atom: String,
+    pub tag: String,
+    #[serde(default)]
+    pub progress: SeqSet,
+    /// A completion or failure that overtook some of the child's progress reports; applied once
+    /// they have all arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_finish: Option<Box<Event>>,
+    /// A cancel was sent; the child will answer with a cancelled failure.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelling: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingTimer {
+    pub id: TimerId,
+    pub due: Timestamp,
+    /// Set when this timer is a request's deadline rather than one the atom named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_of: Option<RequestId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingRequest {
+    pub kind: String,
+    /// JSON Schema the answer must satisfy.
+    pub schema: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_timer: Option<String>,
+}
+
+/// A set of sequence numbers stored as "everything below `below`" plus the stragglers above it,
+/// so in-order arrivals keep it constant-size.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeqSet {
+    #[serde(default)]
+    pub below: u64,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub above: BTreeSet<u64>,
+}
+
+impl SeqSet {
+    pub fn contains(&self, seq: u64) -> bool {
+        seq < self.below || self.above.contains(&seq)
+    }
+
+    /// Adds `seq`; false if it was already there.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if self.contains(seq) {
+            return false;
+        }
+        self.above.insert(seq);
+        while self.above.remove(&self.below) {
+            self.below += 1;
+        }
+        true
+    }
+
+    /// True when every number below `count` has been seen.
+    pub fn has_all_below(&self, count: u64) -> bool {
+        self.below >= count
+    }
+}
+
+/// A bounded, ordered memory of applied message fingerprints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RecentMessages(VecDeque<u64>);
+
+impl RecentMessages {
+    pub fn contains(&self, id: &MessageId) -> bool {
+        self.0.contains(&id.fingerprint())
+    }
+
+    pub fn remember(&mut self, id: &MessageId) {
+        if self.0.len() >= RECENT_MESSAGES {
+            self.0.pop_front();
+        }
+        self.0.push_back(id.fingerprint());
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A side effect a step decided on, kept in the outbox until it is sent. Each is idempotent where
+/// it lands: messages carry deterministic ids, timers and requests are keyed by their ids.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    Send {
+        envelope: Envelope,
+    },
+    ScheduleTimer {
+        timer: TimerId,
+        at: Timestamp,
+        envelope: Envelope,
+    },
+    CancelTimer {
+        timer: TimerId,
+    },
+    OpenRequest {
+        request: UserRequest,
+    },
+    CloseRequest {
+        request: RequestId,
+        outcome: RequestOutcome,
+    },
+}
+
+/// A question to the user, as the inbox stores it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRequest {
+    pub id: RequestId,
+    pub instance: InstanceId,
+    pub atom: String,
+    pub kind: String,
+    pub prompt: String,
+    pub schema: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// Why a request left the inbox's open list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOutcome {
+    Answered,
+    Expired,
+    /// The instance finished or was cancelled before the request was answered.
+    Withdrawn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_set_compacts_and_dedupes() {
+        let mut s = SeqSet::default();
+        assert!(s.insert(2));
+        assert!(s.insert(0));
+        assert!(!s.insert(2));
+        assert!(!s.has_all_below(3));
+        assert!(s.insert(1));
+        assert_eq!((s.below, s.above.len()), (3, 0));
+        assert!(s.has_all_below(3) && s.contains(1) && !s.contains(3));
+    }
+
+    #[test]
+    fn recent_messages_are_bounded() {
+        let mut r = RecentMessages::default();
+        let ids: Vec<MessageId> = (0..=RECENT_MESSAGES)
+            .map(|i| MessageId::new(format!("m{i}")).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for id in &ids {
+            r.remember(id);
+        }
+        assert_eq!(r.len(), RECENT_MESSAGES);
+        assert!(!r.contains(&ids[0]), "the oldest id is forgotten");
+        assert!(r.contains(&ids[RECENT_MESSAGES]));
+    }
+}
