@@ -24,6 +24,14 @@ pub struct FanOutInput {
     /// Start countdowns instead of workers (long-lived children, e.g. to cancel).
     #[serde(default)]
     pub countdown: Option<CountdownInput>,
+    /// Children started per invocation; more are started by continuing. A step's outbox is saved
+    /// with the instance record, so it must stay well inside the record's size limit.
+    #[serde(default = "default_spawn_per_step")]
+    pub spawn_per_step: u32,
+}
+
+fn default_spawn_per_step() -> u32 {
+    100
 }
 
 fn default_page() -> u32 {
@@ -32,17 +40,25 @@ fn default_page() -> u32 {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanOutState {
+    /// The input, kept to start the remaining children in later invocations.
+    pub plan: Option<FanOutInput>,
+    pub spawned: u32,
     pub expected: u32,
-    /// Progress reports received, per child tag.
-    pub progress: BTreeMap<String, u32>,
+    /// Aggregates only, so the state stays small however many children there are: the runtime
+    /// already tracks which children are still pending.
+    pub progress_reports: u32,
     pub progress_sum: u64,
-    pub completed: BTreeMap<String, Value>,
+    pub completed: u32,
+    pub completed_sum: u64,
+    /// Failures are kept by tag with their reason (they are few and worth reporting).
     pub failed: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FanOutOutput {
     pub completed: u32,
+    /// Sum of the completed children's `sum` outputs.
+    pub completed_sum: u64,
     pub failed: u32,
     pub progress_reports: u32,
     pub progress_sum: u64,
@@ -63,48 +79,55 @@ impl Atom for FanOut {
         match event {
             AtomEvent::Started(input) => {
                 state.expected = input.workers;
-                for i in 0..input.workers {
-                    let tag = format!("w{i:04}");
-                    match &input.countdown {
-                        Some(countdown) => {
-                            ctx.spawn::<Countdown>(tag, countdown);
-                        }
-                        None => {
-                            let items = input.items_per_worker;
-                            let fail_at = (input.failing_worker == Some(i)).then_some(items / 2);
-                            ctx.spawn::<Worker>(
-                                tag,
-                                &WorkerInput {
-                                    items,
-                                    page_size: input.page_size,
-                                    fail_at,
-                                },
-                            );
-                        }
-                    }
-                }
+                state.plan = Some(input);
+                spawn_next_page(state, ctx);
             }
-            AtomEvent::ChildProgress { tag, payload, .. } => {
-                *state.progress.entry(tag).or_default() += 1;
+            AtomEvent::Continue { .. } => spawn_next_page(state, ctx),
+            AtomEvent::ChildProgress { payload, .. } => {
+                state.progress_reports += 1;
                 state.progress_sum += payload.get("value").and_then(Value::as_u64).unwrap_or(0);
             }
-            AtomEvent::ChildCompleted { tag, output, .. } => {
-                state.completed.insert(tag, output);
+            AtomEvent::ChildCompleted { output, .. } => {
+                state.completed += 1;
+                state.completed_sum += output.get("sum").and_then(Value::as_u64).unwrap_or(0);
             }
             AtomEvent::ChildFailed { tag, reason, .. } => {
                 state.failed.insert(tag, reason);
             }
             _ => {}
         }
-        if state.completed.len() + state.failed.len() == state.expected as usize {
+        if state.completed as usize + state.failed.len() == state.expected as usize {
             return Ok(Step::Complete(FanOutOutput {
-                completed: state.completed.len() as u32,
+                completed: state.completed,
                 failed: state.failed.len() as u32,
-                progress_reports: state.progress.values().sum(),
+                progress_reports: state.progress_reports,
                 progress_sum: state.progress_sum,
+                completed_sum: state.completed_sum,
             }));
         }
         Ok(Step::Suspend)
+    }
+}
+
+fn spawn_next_page(state: &mut FanOutState, ctx: &mut Context<'_>) {
+    let Some(plan) = &state.plan else { return };
+    let end = (state.spawned + plan.spawn_per_step.max(1)).min(plan.workers);
+    for i in state.spawned..end {
+        let tag = format!("w{i:04}");
+        match &plan.countdown {
+            Some(countdown) => {
+                ctx.spawn::<Countdown>(tag, countdown);
+            }
+            None => {
+                let items = plan.items_per_worker;
+                let fail_at = (plan.failing_worker == Some(i)).then_some(items / 2);
+                ctx.spawn::<Worker>(tag, &WorkerInput { items, page_size: plan.page_size, fail_at });
+            }
+        }
+    }
+    state.spawned = end;
+    if state.spawned < plan.workers {
+        ctx.continue_with(&state.spawned);
     }
 }
 

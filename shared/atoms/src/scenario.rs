@@ -106,13 +106,15 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         );
     }
 
-    // Fan-out to four paging workers that report every item; one of them fails halfway.
+    // Fan-out to four paging workers (started three per invocation) that report every item;
+    // one of them fails halfway.
     let fan_out = FanOutInput {
         workers: 4,
         items_per_worker: 6,
         page_size: 3,
         failing_worker: Some(2),
         countdown: None,
+        spawn_per_step: 3,
     };
     start::<FanOut>(sim, "fan-out", &fan_out)?;
 
@@ -160,6 +162,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         page_size: 1,
         failing_worker: None,
         countdown: Some(long),
+        spawn_per_step: 100,
     };
     start::<FanOut>(sim, "fan-out-cancelled", &cancelled)?;
     let cancel = Event::CancelRequested {

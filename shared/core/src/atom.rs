@@ -7,6 +7,7 @@ use crate::time::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ pub trait Atom: Send + Sync + 'static {
     /// The atom type's name; also selects its queue and Lambda function.
     const TYPE: &'static str;
     type Input: Serialize + DeserializeOwned;
-    type State: Serialize + DeserializeOwned + Default;
+    type State: Serialize + DeserializeOwned + Default + Send;
     type Output: Serialize + DeserializeOwned;
 
     fn step(
@@ -254,53 +255,61 @@ impl<'a> Context<'a> {
     }
 }
 
+/// A decoded state, kept between steps so a warm process need not decode it again.
+pub(crate) type TypedState = Box<dyn Any + Send>;
+
+/// The state a step starts from.
+pub(crate) enum StateIn<'a> {
+    /// A new instance: the atom's default state.
+    Fresh,
+    /// The stored JSON, and the decoded value of that same JSON if this process still has it.
+    Stored { json: &'a str, decoded: Option<TypedState> },
+}
+
+/// What a step produced: the new state (JSON for the record, decoded for the cache) and outcome.
+pub(crate) struct StepOut {
+    pub json: String,
+    pub decoded: TypedState,
+    pub outcome: Step<Value>,
+}
+
 /// An atom with its types erased, as the runtime stores it.
 pub(crate) trait DynAtom: Send + Sync {
-    /// Runs one step on the JSON state (`None` on `Started`), returning the new JSON state.
-    fn step_json(
-        &self,
-        state: Option<&str>,
-        event: AtomEvent<Value>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(String, Step<Value>)>;
+    fn step_json(&self, state: StateIn<'_>, event: AtomEvent<Value>, ctx: &mut Context<'_>) -> Result<StepOut>;
 }
 
 impl<A: Atom> DynAtom for A {
-    fn step_json(
-        &self,
-        state: Option<&str>,
-        event: AtomEvent<Value>,
-        ctx: &mut Context<'_>,
-    ) -> Result<(String, Step<Value>)> {
-        let mut typed_state: A::State = match state {
-            None => A::State::default(),
-            Some(json) => serde_json::from_str(json).map_err(|e| {
-                Error::terminal(format!(
-                    "stored state does not decode as {}'s state: {e}",
-                    A::TYPE
-                ))
-            })?,
+    fn step_json(&self, state: StateIn<'_>, event: AtomEvent<Value>, ctx: &mut Context<'_>) -> Result<StepOut> {
+        let (mut typed, previous_len): (Box<A::State>, usize) = match state {
+            StateIn::Fresh => (Box::default(), 0),
+            StateIn::Stored { json, decoded } => match decoded.and_then(|d| d.downcast::<A::State>().ok()) {
+                Some(typed) => (typed, json.len()),
+                None => {
+                    let typed = serde_json::from_str(json).map_err(|e| {
+                        Error::terminal(format!("stored state does not decode as {}'s state: {e}", A::TYPE))
+                    })?;
+                    (Box::new(typed), json.len())
+                }
+            },
         };
         let event = event.try_map_input(|input| {
             serde_json::from_value::<A::Input>(input).map_err(|e| {
-                Error::terminal(format!(
-                    "input does not match atom {}'s input type: {e}",
-                    A::TYPE
-                ))
+                Error::terminal(format!("input does not match atom {}'s input type: {e}", A::TYPE))
             })
         })?;
-        let outcome = self.step(&mut typed_state, event, ctx)?;
-        let outcome = match outcome {
+        let outcome = match self.step(&mut typed, event, ctx)? {
             Step::Suspend => Step::Suspend,
             Step::Fail(reason) => Step::Fail(reason),
             Step::Complete(output) => Step::Complete(
-                serde_json::to_value(&output)
-                    .map_err(|e| Error::terminal(format!("cannot encode output: {e}")))?,
+                serde_json::to_value(&output).map_err(|e| Error::terminal(format!("cannot encode output: {e}")))?,
             ),
         };
-        let state = serde_json::to_string(&typed_state)
+        let mut json = Vec::with_capacity(previous_len + 64);
+        serde_json::to_writer(&mut json, &*typed)
             .map_err(|e| Error::terminal(format!("cannot encode {}'s state: {e}", A::TYPE)))?;
-        Ok((state, outcome))
+        // serde_json writes valid UTF-8.
+        let json = String::from_utf8(json).map_err(|e| Error::terminal(e.to_string()))?;
+        Ok(StepOut { json, decoded: typed, outcome })
     }
 }
 

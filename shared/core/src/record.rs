@@ -79,6 +79,38 @@ pub struct InstanceRecord {
     pub error: Option<String>,
 }
 
+impl InstanceRecord {
+    /// An upper bound on the record's stored size (attribute values plus generous overhead for
+    /// names and numbers), cheap enough to compute on every save: summed from string lengths,
+    /// with the outbox's encoded size given by the caller (who has encoded it anyway).
+    pub fn stored_size_bound(&self, outbox_bytes: usize) -> usize {
+        const FIELD: usize = 32;
+        const ENTRY: usize = 128;
+        let ids = |a: &str, b: &str, c: &str| a.len() + b.len() + c.len() + ENTRY;
+        let mut size = 16 * FIELD + self.id.as_str().len() + self.atom.len() + self.state.len();
+        size += self.applied.len() * 21;
+        if let Some(parent) = &self.parent {
+            size += ids(parent.id.as_str(), &parent.atom, &parent.tag);
+        }
+        for (id, child) in &self.waiting.children {
+            size += ids(id.as_str(), &child.atom, &child.tag) + child.progress.above.len() * 21;
+            size += child.early_finish.as_ref().map_or(0, |e| crate::envelope::encoded_len(e));
+        }
+        for (name, timer) in &self.waiting.timers {
+            size += ids(name, timer.id.as_str(), timer.deadline_of.as_ref().map_or("", |r| r.as_str()));
+        }
+        for (id, request) in &self.waiting.requests {
+            size += ids(id.as_str(), &request.kind, request.deadline_timer.as_deref().unwrap_or(""));
+            size += crate::envelope::encoded_len(&request.schema);
+        }
+        size += self.waiting.continuation.as_ref().map_or(0, |m| m.as_str().len() + FIELD);
+        size += outbox_bytes + self.outbox.len() * FIELD;
+        size += self.result.as_ref().map_or(0, crate::envelope::encoded_len);
+        size += self.error.as_ref().map_or(0, |e| e.len() + FIELD);
+        size
+    }
+}
+
 /// What a suspended instance is waiting for. Events that match nothing here are stale and ignored.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Waiting {

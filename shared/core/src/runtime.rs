@@ -5,8 +5,8 @@
 //! outbox included, conditioned on the version read → send the outbox. A version conflict re-runs
 //! the step on the record the store returned, a bounded number of times. See ARCHITECTURE.md.
 
-use crate::atom::{Command, Context, DynAtom, InstanceRef, RESERVED_TIMER_PREFIX, Registry, Step};
-use crate::envelope::{Envelope, encoded_len};
+use crate::atom::{StateIn, StepOut, TypedState, Command, Context, DynAtom, InstanceRef, RESERVED_TIMER_PREFIX, Registry, Step};
+use crate::envelope::{Envelope, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Event, ParentLink};
 use crate::ids::{CommandSlot, InstanceId, MessageId, RequestId, TimerId};
@@ -18,7 +18,7 @@ use crate::record::{
 use crate::schema;
 use crate::time::Timestamp;
 use serde_json::Value;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub struct Runtime<S, D, T, I, C> {
     timers: T,
     inbox: I,
     clock: C,
-    sent: SentOutboxes,
+    warm: WarmInstances,
     observer: Option<Observer>,
 }
 
@@ -91,7 +91,7 @@ where
             timers,
             inbox,
             clock,
-            sent: SentOutboxes::default(),
+            warm: WarmInstances::default(),
             observer: None,
         }
     }
@@ -121,10 +121,11 @@ where
         &self.clock
     }
 
-    /// Forgets which outboxes this process has sent, as a restarted process would; the next step
-    /// of each instance then re-sends its predecessor's outbox (harmless, deduplicated downstream).
-    pub fn forget_sent_outboxes(&self) {
-        self.sent.clear();
+    /// Forgets what this process remembers between messages, as a restarted process would: which
+    /// outboxes it sent (the next step re-sends its predecessor's, deduplicated downstream) and
+    /// the decoded states (decoded again from the records).
+    pub fn forget_process_memory(&self) {
+        self.warm.clear();
     }
 
     /// Handles one message. `Err` is retryable (redeliver) or terminal (the message is refused with
@@ -150,56 +151,77 @@ where
         };
         let mut current = self.store.load(&envelope.target).await?;
         for attempt in 1..=MAX_CONFLICT_ATTEMPTS {
-            let plan = plan(atom.as_ref(), current.as_ref(), &envelope, self.clock.now());
-            if let Some(previous) = &current {
-                // Its outbox may not have gone out (a crash after the save): send it before we
-                // replace it, or before we drop this message.
-                self.flush_previous(previous).await?;
+            let expected = current.as_ref().map(|r| r.version);
+            let mut warm = None;
+            if let Some(previous) = &mut current {
+                warm = self.warm.take(&previous.id, previous.version);
+                // Its outbox may not have gone out (a crash after the save): send it before it is
+                // replaced, or before this message is dropped. The next version starts empty.
+                let outbox = std::mem::take(&mut previous.outbox);
+                let sent = warm.as_ref().is_some_and(|w| w.outbox_sent);
+                if !outbox.is_empty() && !sent {
+                    tracing::debug!(version = previous.version, "re-sending an outbox that may not have gone out");
+                    self.perform(outbox).await?;
+                    warm.get_or_insert_with(WarmState::default).outbox_sent = true;
+                }
             }
-            let next = match plan? {
+            let now = self.clock.now();
+            let decoded = warm.as_mut().and_then(|w| w.decoded.take());
+            let version_read = expected.unwrap_or(0);
+            let (next, decoded) = match plan(atom.as_ref(), current.take(), decoded, &envelope, now)? {
                 Plan::Drop(disposition) => {
                     match &disposition {
                         Disposition::Duplicate => tracing::debug!("duplicate message dropped"),
-                        Disposition::Ignored { reason } => {
-                            tracing::info!(%reason, "message ignored")
-                        }
+                        Disposition::Ignored { reason } => tracing::info!(%reason, "message ignored"),
                         Disposition::Applied { .. } => {}
+                    }
+                    if let Some(warm) = warm {
+                        // Nothing changed: what this process knows of that version still holds
+                        // (except the decoded state, which the plan consumed).
+                        self.warm.put(&envelope.target, version_read, warm);
                     }
                     return Ok(disposition);
                 }
-                Plan::Save(next) => next,
+                Plan::Save(next, decoded) => (next, decoded),
+                Plan::TooLarge { reason } => {
+                    // Rare: rebuild from the stored record, failing it with what it had.
+                    let Some(stored) = self.store.load(&envelope.target).await? else {
+                        return Err(Error::terminal(reason));
+                    };
+                    if Some(stored.version) != expected {
+                        current = Some(stored);
+                        continue;
+                    }
+                    (fail_too_large(atom.as_ref(), stored, &envelope.id, now, reason), None)
+                }
             };
             let (id, version, status) = (next.id.clone(), next.version, next.status);
             let effects = next.outbox.clone();
-            let expected = current.as_ref().map(|r| r.version);
             match self.store.save(*next, expected).await? {
                 SaveOutcome::Saved => {
-                    self.perform(&effects).await?;
-                    self.sent.insert(&id, version);
-                    if let Some(observe) = &self.observer {
+                    let described = self.observer.as_ref().map(|_| describe_effects(&effects));
+                    let count = effects.len();
+                    self.perform(effects).await?;
+                    self.warm.put(&id, version, WarmState { outbox_sent: true, decoded });
+                    if let (Some(observe), Some(effects)) = (&self.observer, described) {
                         observe(&Transition {
-                            at: self.clock.now(),
+                            at: now,
                             instance: id,
                             atom: envelope.atom.clone(),
                             message: envelope.id.clone(),
                             event: envelope.event.kind(),
                             version,
                             status,
-                            effects: describe_effects(&effects),
+                            effects,
                             attempts: attempt,
                         });
                     }
-                    tracing::debug!(
-                        version,
-                        status = status.as_str(),
-                        effects = effects.len(),
-                        "applied"
-                    );
+                    tracing::debug!(version, status = status.as_str(), effects = count, "applied");
                     return Ok(Disposition::Applied { version, status });
                 }
-                SaveOutcome::Conflict { current: now } => {
+                SaveOutcome::Conflict { current: latest } => {
                     tracing::debug!(attempt, "version conflict, re-running the step");
-                    current = match now {
+                    current = match latest {
                         Some(record) => Some(*record),
                         None => self.store.load(&envelope.target).await?,
                     };
@@ -212,49 +234,27 @@ where
         )))
     }
 
-    async fn flush_previous(&self, previous: &InstanceRecord) -> Result<()> {
-        if previous.outbox.is_empty() || self.sent.contains(&previous.id, previous.version) {
-            return Ok(());
-        }
-        tracing::debug!(
-            version = previous.version,
-            "re-sending an outbox that may not have gone out"
-        );
-        self.perform(&previous.outbox).await?;
-        self.sent.insert(&previous.id, previous.version);
-        Ok(())
-    }
-
     /// Performs effects. Each is idempotent where it lands, so performing them twice is harmless.
-    async fn perform(&self, effects: &[Effect]) -> Result<()> {
+    async fn perform(&self, effects: Vec<Effect>) -> Result<()> {
         let now = self.clock.now();
         let mut batch = Vec::new();
+        let mut afterwards = Vec::new();
         for effect in effects {
             match effect {
-                Effect::OpenRequest { request } => self.inbox.open(request.clone()).await?,
-                Effect::ScheduleTimer {
-                    timer,
-                    at,
-                    envelope,
-                } => {
-                    self.timers.schedule(timer, *at, envelope.clone()).await?;
-                }
-                Effect::Send { envelope } => batch.push(Outgoing {
-                    envelope: envelope.clone(),
-                    delay: Duration::ZERO,
-                }),
-                Effect::CancelTimer { .. } | Effect::CloseRequest { .. } => {}
+                Effect::OpenRequest { request } => self.inbox.open(request).await?,
+                Effect::ScheduleTimer { timer, at, envelope } => self.timers.schedule(&timer, at, envelope).await?,
+                Effect::Send { envelope } => batch.push(Outgoing { envelope, delay: Duration::ZERO }),
+                // Cancellations and closings go last, after what this step started is out.
+                later @ (Effect::CancelTimer { .. } | Effect::CloseRequest { .. }) => afterwards.push(later),
             }
         }
         if !batch.is_empty() {
             self.dispatcher.send(batch).await?;
         }
-        for effect in effects {
+        for effect in afterwards {
             match effect {
-                Effect::CancelTimer { timer } => self.timers.cancel(timer).await?,
-                Effect::CloseRequest { request, outcome } => {
-                    self.inbox.close(request, *outcome, now).await?
-                }
+                Effect::CancelTimer { timer } => self.timers.cancel(&timer).await?,
+                Effect::CloseRequest { request, outcome } => self.inbox.close(&request, outcome, now).await?,
                 _ => {}
             }
         }
@@ -300,54 +300,89 @@ fn describe_effect(effect: &Effect) -> String {
     }
 }
 
-/// Which outboxes this process has sent, so the next step need not send them again.
-#[derive(Debug, Default)]
-struct SentOutboxes {
-    /// (instance fingerprint, version): membership, and insertion order for eviction.
-    inner: Mutex<(HashSet<OutboxKey>, VecDeque<OutboxKey>)>,
+/// What this process knows about the latest version of an instance it handled: whether that
+/// version's outbox went out, and its state already decoded. A version is written once (every
+/// save is conditional), so this stays true of version `v` for as long as it is kept. Losing it
+/// (eviction, a restart) only costs a re-send, deduplicated downstream, and a decode.
+#[derive(Default)]
+struct WarmState {
+    outbox_sent: bool,
+    decoded: Option<TypedState>,
 }
 
-type OutboxKey = (u64, u64);
+/// Bounded per-process memory of [`WarmState`], one entry per instance. An entry is taken out
+/// while its instance is being stepped and put back, for the new version, afterwards.
+#[derive(Default)]
+struct WarmInstances {
+    inner: Mutex<WarmInner>,
+}
 
-impl SentOutboxes {
+#[derive(Default)]
+struct WarmInner {
+    /// id → (version, what is known, insertion number).
+    entries: HashMap<InstanceId, (u64, WarmState, u64)>,
+    /// Insertion order; an element is live only while its number matches the entry's.
+    order: VecDeque<(u64, InstanceId)>,
+    inserted: u64,
+}
+
+impl fmt::Debug for WarmInstances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarmInstances").finish_non_exhaustive()
+    }
+}
+
+impl WarmInstances {
     const CAPACITY: usize = 4096;
 
-    fn key(id: &InstanceId, version: u64) -> (u64, u64) {
-        let fp = id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        (fp, version)
+    fn lock(&self) -> std::sync::MutexGuard<'_, WarmInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn contains(&self, id: &InstanceId, version: u64) -> bool {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.0.contains(&Self::key(id, version))
+    fn take(&self, id: &InstanceId, version: u64) -> Option<WarmState> {
+        match self.lock().entries.remove(id) {
+            Some((v, warm, _)) if v == version => Some(warm),
+            _ => None,
+        }
     }
 
-    fn insert(&self, id: &InstanceId, version: u64) {
-        let key = Self::key(id, version);
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *guard;
-        if set.insert(key) {
-            order.push_back(key);
-            if order.len() > Self::CAPACITY
-                && let Some(old) = order.pop_front()
-            {
-                set.remove(&old);
+    fn put(&self, id: &InstanceId, version: u64, warm: WarmState) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.inserted += 1;
+        let number = inner.inserted;
+        // A concurrent handler may already have put a newer version: keep the newer.
+        if inner.entries.get(id).is_some_and(|(v, _, _)| *v > version) {
+            return;
+        }
+        inner.entries.insert(id.clone(), (version, warm, number));
+        inner.order.push_back((number, id.clone()));
+        while inner.entries.len() > Self::CAPACITY {
+            let Some((number, old)) = inner.order.pop_front() else { break };
+            if inner.entries.get(&old).is_some_and(|e| e.2 == number) {
+                inner.entries.remove(&old);
             }
+        }
+        // Drop order elements whose entries were taken or replaced, so it stays bounded.
+        if inner.order.len() > 2 * Self::CAPACITY {
+            let entries = &inner.entries;
+            inner.order.retain(|(number, id)| entries.get(id).is_some_and(|e| e.2 == *number));
         }
     }
 
     fn clear(&self) {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.0.clear();
-        guard.1.clear();
+        let mut guard = self.lock();
+        guard.entries.clear();
+        guard.order.clear();
     }
 }
 
 enum Plan {
     Drop(Disposition),
-    Save(Box<InstanceRecord>),
+    /// The next record, and its state decoded (for the state cache).
+    Save(Box<InstanceRecord>, Option<TypedState>),
+    /// The new record would not fit in the store; the instance must fail instead.
+    TooLarge { reason: String },
 }
 
 fn ignored(reason: impl Into<String>) -> Result<Plan> {
@@ -359,7 +394,8 @@ fn ignored(reason: impl Into<String>) -> Result<Plan> {
 /// Decides what one message does to one instance. Pure: the same inputs give the same plan.
 fn plan(
     atom: &dyn DynAtom,
-    current: Option<&InstanceRecord>,
+    current: Option<InstanceRecord>,
+    cached: Option<TypedState>,
     env: &Envelope,
     now: Timestamp,
 ) -> Result<Plan> {
@@ -389,9 +425,9 @@ fn plan(
             result: None,
             error: None,
         };
-        let mut draft = Draft::new(atom, &fresh, now, Some(&env.id));
+        let mut draft = Draft::new(atom, fresh, now, Some(&env.id));
         draft.step(AtomEvent::Started(input.clone()))?;
-        return draft.into_plan(&fresh);
+        return Ok(draft.into_plan());
     };
 
     if current.applied.contains(&env.id) {
@@ -408,6 +444,7 @@ fn plan(
     }
 
     let mut draft = Draft::new(atom, current, now, Some(&env.id));
+    draft.decoded = cached;
     match &env.event {
         Event::Started { .. } => return ignored("instance already started"),
         Event::ChildCompleted {
@@ -429,7 +466,7 @@ fn plan(
                     return Ok(Plan::Drop(Disposition::Duplicate));
                 }
                 pending.early_finish = Some(Box::new(env.event.clone()));
-                return draft.into_plan(current);
+                return Ok(draft.into_plan());
             }
             draft.finish_child(child, env.event.clone())?;
         }
@@ -554,7 +591,7 @@ fn plan(
             })?;
         }
     }
-    draft.into_plan(current)
+    Ok(draft.into_plan())
 }
 
 /// The record being built by one message's steps.
@@ -567,17 +604,19 @@ struct Draft<'a> {
     /// Set while handling a cancel: the step's outcome does not decide the status.
     cancelling: bool,
     finished: bool,
+    /// `record.state` decoded, when known.
+    decoded: Option<TypedState>,
 }
 
 impl<'a> Draft<'a> {
     /// Starts the next version of `current`, remembering `message` as applied.
     fn new(
         atom: &'a dyn DynAtom,
-        current: &InstanceRecord,
+        current: InstanceRecord,
         now: Timestamp,
         message: Option<&MessageId>,
     ) -> Self {
-        let mut record = current.clone();
+        let mut record = current;
         record.version += 1;
         record.updated_at = now;
         record.outbox.clear();
@@ -592,6 +631,7 @@ impl<'a> Draft<'a> {
             next_index: 0,
             cancelling: false,
             finished: false,
+            decoded: None,
         }
     }
 
@@ -644,20 +684,23 @@ impl<'a> Draft<'a> {
         if self.finished {
             return Ok(());
         }
+        // Taken, not borrowed: a step that fails leaves the decoded state dirty, so it is dropped.
+        let decoded = self.decoded.take();
         let state = if matches!(event, AtomEvent::Started(_)) {
-            None
+            StateIn::Fresh
         } else {
-            Some(self.record.state.as_str())
+            StateIn::Stored { json: self.record.state.as_str(), decoded }
         };
-        let id = self.record.id.clone();
-        let mut ctx = Context::new(&id, self.record.version, self.now, self.next_index);
+        let mut ctx = Context::new(&self.record.id, self.record.version, self.now, self.next_index);
         let result = self.atom.step_json(state, event, &mut ctx);
+        let (commands, continuation) = (std::mem::take(&mut ctx.commands), ctx.continuation.take());
         let result = match (result, ctx.error.take()) {
             (Ok(_), Some(error)) => Err(error),
             (result, _) => result,
         };
-        let (state, outcome) = match result {
-            Ok(ok) => ok,
+        drop(ctx);
+        let StepOut { json, decoded, outcome } = match result {
+            Ok(out) => out,
             Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {
                 self.record.transitions += 1;
@@ -670,14 +713,12 @@ impl<'a> Draft<'a> {
             }
         };
         self.record.transitions += 1;
-        let commands = std::mem::take(&mut ctx.commands);
-        let continuation = ctx.continuation.take();
-        drop(ctx);
         if let Err(error) = self.lower(commands, continuation) {
             self.finish(Status::Failed, None, Some(error.reason));
             return Ok(());
         }
-        self.record.state = state;
+        self.record.state = json;
+        self.decoded = Some(decoded);
         if self.cancelling {
             return Ok(());
         }
@@ -699,10 +740,10 @@ impl<'a> Draft<'a> {
     /// the step before anything is applied.
     fn lower(&mut self, commands: Vec<Command>, continuation: Option<Value>) -> Result<()> {
         let first = self.next_index;
-        let id = self.record.id.clone();
+        let id = &self.record.id;
         let version = self.record.version;
         let slot = |offset: usize| CommandSlot {
-            instance: &id,
+            instance: id,
             version,
             index: first + offset as u32,
         };
@@ -725,8 +766,7 @@ impl<'a> Draft<'a> {
                     };
                     let envelope =
                         Envelope::new(slot.message(), child.clone(), atom.clone(), event)
-                            .from_sender(&id);
-                    envelope.check_size()?;
+                            .from_sender(id);
                     effects.push(Effect::Send { envelope });
                     waiting.push(WaitChange::Child(
                         child,
@@ -741,7 +781,7 @@ impl<'a> Draft<'a> {
                 }
                 Command::SetTimer { name, at } => {
                     let timer = slot.timer();
-                    let envelope = timer_envelope(&id, &self.record.atom, name, &timer);
+                    let envelope = timer_envelope(id, &self.record.atom, name, &timer);
                     effects.push(Effect::ScheduleTimer {
                         timer: timer.clone(),
                         at: *at,
@@ -779,7 +819,7 @@ impl<'a> Draft<'a> {
                     });
                     if let (Some(at), Some(name)) = (ask.deadline, &deadline_timer) {
                         let timer = slot.timer();
-                        let envelope = timer_envelope(&id, &self.record.atom, name, &timer);
+                        let envelope = timer_envelope(id, &self.record.atom, name, &timer);
                         effects.push(Effect::ScheduleTimer {
                             timer: timer.clone(),
                             at,
@@ -821,8 +861,7 @@ impl<'a> Draft<'a> {
                         parent.atom.clone(),
                         event,
                     )
-                    .from_sender(&id);
-                    envelope.check_size()?;
+                    .from_sender(id);
                     effects.push(Effect::Send { envelope });
                 }
                 Command::Signal {
@@ -837,8 +876,7 @@ impl<'a> Draft<'a> {
                     };
                     let envelope =
                         Envelope::new(slot.message(), target.clone(), atom.clone(), event)
-                            .from_sender(&id);
-                    envelope.check_size()?;
+                            .from_sender(id);
                     effects.push(Effect::Send { envelope });
                 }
                 Command::Cancel { child, reason } => {
@@ -856,7 +894,7 @@ impl<'a> Draft<'a> {
                             pending.atom.clone(),
                             event,
                         )
-                        .from_sender(&id);
+                        .from_sender(id);
                         effects.push(Effect::Send { envelope });
                         waiting.push(WaitChange::Cancelling(child.clone()));
                     }
@@ -866,7 +904,7 @@ impl<'a> Draft<'a> {
         let mut next_index = first + commands.len() as u32;
         if let Some(cursor) = continuation {
             let message = CommandSlot {
-                instance: &id,
+                instance: id,
                 version,
                 index: next_index,
             }
@@ -878,8 +916,7 @@ impl<'a> Draft<'a> {
                 self.record.atom.clone(),
                 Event::Continue { cursor },
             )
-            .from_sender(&id);
-            envelope.check_size()?;
+            .from_sender(id);
             effects.push(Effect::Send { envelope });
             waiting.push(WaitChange::Continue(message));
         }
@@ -941,25 +978,34 @@ impl<'a> Draft<'a> {
                 self.effects.push(Effect::Send { envelope });
             }
         }
+        let (mut status, mut result, mut error) = (status, result, error);
         if let Some(parent) = self.record.parent.clone() {
             let child = self.record.id.clone();
             let progress_reports = self.record.progress_sent;
+            let cancelled = status == Status::Cancelled;
+            let failed = |reason: String| Event::ChildFailed {
+                child: child.clone(),
+                tag: parent.tag.clone(),
+                reason,
+                cancelled,
+                progress_reports,
+            };
             let event = match status {
                 Status::Completed => Event::ChildCompleted {
-                    child,
-                    tag: parent.tag,
+                    child: child.clone(),
+                    tag: parent.tag.clone(),
                     output: result.clone().unwrap_or(Value::Null),
                     progress_reports,
                 },
-                _ => Event::ChildFailed {
-                    child,
-                    tag: parent.tag,
-                    reason: error.clone().unwrap_or_default(),
-                    cancelled: status == Status::Cancelled,
-                    progress_reports,
-                },
+                _ => failed(error.clone().unwrap_or_default()),
             };
-            let envelope = self.message(parent.id, parent.atom, event);
+            let mut envelope = self.message(parent.id.clone(), parent.atom.clone(), event);
+            if let Err(too_big) = envelope.check_size() {
+                // An output the parent cannot receive is a failure of this instance.
+                let reason = format!("output too large for the parent: {}", too_big.reason);
+                (status, result, error) = (Status::Failed, None, Some(reason.clone()));
+                envelope.event = failed(reason);
+            }
             self.effects.push(Effect::Send { envelope });
         }
         self.record.status = status;
@@ -967,28 +1013,56 @@ impl<'a> Draft<'a> {
         self.record.error = error;
     }
 
-    fn into_plan(mut self, before: &InstanceRecord) -> Result<Plan> {
+    fn into_plan(mut self) -> Plan {
         self.record.outbox = std::mem::take(&mut self.effects);
-        let size = encoded_len(&self.record);
-        if size <= MAX_RECORD_BYTES {
-            return Ok(Plan::Save(Box::new(self.record)));
+        // Each effect is encoded once here: to check the messages against the queue's limit and
+        // to bound the record's size.
+        let mut outbox_bytes = 0;
+        for effect in &self.record.outbox {
+            let len = crate::envelope::encoded_len(effect);
+            if let Effect::Send { envelope } = effect
+                && len > MAX_MESSAGE_BYTES
+            {
+                let reason = format!(
+                    "{} message to {} would be about {len} bytes, over the {MAX_MESSAGE_BYTES}-byte message limit; the step's changes were discarded",
+                    envelope.event.kind(),
+                    envelope.target
+                );
+                return Plan::TooLarge { reason };
+            }
+            outbox_bytes += len;
         }
-        // Too big to store: fail the instance with the state it had, keeping nothing this step did.
+        let size = self.record.stored_size_bound(outbox_bytes);
+        if size <= MAX_RECORD_BYTES {
+            return Plan::Save(Box::new(self.record), self.decoded);
+        }
         let reason = format!(
-            "instance record would be {size} bytes, over the {MAX_RECORD_BYTES}-byte limit (state {} bytes); the step's changes were discarded",
+            "instance record would be about {size} bytes, over the {MAX_RECORD_BYTES}-byte limit (state {} bytes); the step's changes were discarded",
             self.record.state.len()
         );
-        tracing::warn!(%reason, "failing instance");
-        let mut failed = Draft::new(self.atom, before, self.now, None);
-        failed.record.applied = self.record.applied;
-        failed.record.transitions = before.transitions + 1;
-        if before.version == 0 {
-            failed.record.state = "null".into();
-        }
-        failed.finish(Status::Failed, None, Some(reason));
-        failed.record.outbox = std::mem::take(&mut failed.effects);
-        Ok(Plan::Save(Box::new(failed.record)))
+        Plan::TooLarge { reason }
     }
+}
+
+/// Fails `stored` because its next version would not fit: it keeps the state it had, and what it
+/// was waiting for is cancelled as for any failure.
+fn fail_too_large(
+    atom: &dyn DynAtom,
+    mut stored: InstanceRecord,
+    message: &MessageId,
+    now: Timestamp,
+    reason: String,
+) -> Box<InstanceRecord> {
+    tracing::warn!(%reason, "failing instance");
+    stored.outbox.clear();
+    let mut failed = Draft::new(atom, stored, now, Some(message));
+    failed.record.transitions += 1;
+    if failed.record.state.is_empty() {
+        failed.record.state = "null".into();
+    }
+    failed.finish(Status::Failed, None, Some(reason));
+    failed.record.outbox = std::mem::take(&mut failed.effects);
+    Box::new(failed.record)
 }
 
 enum WaitChange {

@@ -372,7 +372,7 @@ impl Simulation {
     fn start_handler(&mut self, delivery: Delivery) {
         if self.faults.restart > 0.0 && self.rng.chance(self.faults.restart) {
             self.stats.restarts += 1;
-            self.runtime.forget_sent_outboxes();
+            self.runtime.forget_process_memory();
         }
         if self.faults.crash_before_send > 0.0 && self.rng.chance(self.faults.crash_before_send) {
             self.stats.crashes += 1;
