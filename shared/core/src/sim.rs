@@ -69,6 +69,9 @@ pub struct Faults {
     pub restart: f64,
     /// How many handlers may run at once; above 1 they interleave at every port call.
     pub concurrency: usize,
+    /// How many processes (warm Lambda containers) share the work, each with its own memory of
+    /// what it sent and decoded; each message goes to one at random.
+    pub processes: usize,
 }
 
 impl Faults {
@@ -76,6 +79,7 @@ impl Faults {
     pub fn none() -> Self {
         Self {
             concurrency: 1,
+            processes: 1,
             ..Self::default()
         }
     }
@@ -89,6 +93,7 @@ impl Faults {
             crash_before_send: 0.1,
             restart: 0.05,
             concurrency: 4,
+            processes: 3,
         }
     }
 }
@@ -160,7 +165,8 @@ pub struct SimReport {
 
 /// The deterministic driver.
 pub struct Simulation {
-    runtime: Arc<MemoryRuntime>,
+    /// One runtime per simulated process, all on the same ports.
+    runtimes: Vec<Arc<MemoryRuntime>>,
     store: MemoryStore,
     queue: MemoryQueue,
     timers: MemoryTimers,
@@ -222,19 +228,24 @@ impl Simulation {
         );
         let timers = MemoryTimers::new(yields.clone());
         let inbox = MemoryInbox::new(yields);
-        let mut runtime = Runtime::new(
-            registry,
-            store.clone(),
-            queue.clone(),
-            timers.clone(),
-            inbox.clone(),
-            clock.clone(),
-        );
-        if let Some(observer) = observer {
-            runtime = runtime.with_observer(observer);
-        }
+        let runtimes = (0..faults.processes.max(1))
+            .map(|_| {
+                let runtime = Runtime::new(
+                    registry.clone(),
+                    store.clone(),
+                    queue.clone(),
+                    timers.clone(),
+                    inbox.clone(),
+                    clock.clone(),
+                );
+                Arc::new(match &observer {
+                    Some(observer) => runtime.with_observer(Arc::clone(observer)),
+                    None => runtime,
+                })
+            })
+            .collect();
         Self {
-            runtime: Arc::new(runtime),
+            runtimes,
             store,
             queue,
             timers,
@@ -256,8 +267,9 @@ impl Simulation {
         }
     }
 
+    /// The first process's runtime.
     pub fn runtime(&self) -> &MemoryRuntime {
-        &self.runtime
+        &self.runtimes[0]
     }
     pub fn store(&self) -> &MemoryStore {
         &self.store
@@ -372,13 +384,15 @@ impl Simulation {
     fn start_handler(&mut self, delivery: Delivery) {
         if self.faults.restart > 0.0 && self.rng.chance(self.faults.restart) {
             self.stats.restarts += 1;
-            self.runtime.forget_process_memory();
+            let process = self.rng.below(self.runtimes.len() as u64) as usize;
+            self.runtimes[process].forget_process_memory();
         }
         if self.faults.crash_before_send > 0.0 && self.rng.chance(self.faults.crash_before_send) {
             self.stats.crashes += 1;
             self.queue.fail_next_sends(1);
         }
-        let runtime = Arc::clone(&self.runtime);
+        let process = self.rng.below(self.runtimes.len() as u64) as usize;
+        let runtime = Arc::clone(&self.runtimes[process]);
         let envelope = delivery.envelope.clone();
         let handler: Handler = Box::pin(async move { runtime.handle(envelope).await });
         self.in_flight.push(InFlight { delivery, handler });
