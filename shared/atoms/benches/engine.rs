@@ -10,7 +10,9 @@
 use reanimate_atoms::FanOut;
 use reanimate_atoms::fan_out::FanOutInput;
 use reanimate_core::sim::{Faults, Simulation, block_on};
-use reanimate_core::{Atom, AtomEvent, Context, Envelope, InstanceId, MessageId, Registry, Result, Step};
+use reanimate_core::{
+    Atom, AtomEvent, Context, Envelope, InstanceId, MessageId, Registry, Result, Step,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Instant;
@@ -38,14 +40,23 @@ impl Atom for Ledger {
     type State = LedgerState;
     type Output = u64;
 
-    fn step(&self, state: &mut LedgerState, event: AtomEvent<u64>, ctx: &mut Context<'_>) -> Result<Step<u64>> {
+    fn step(
+        &self,
+        state: &mut LedgerState,
+        event: AtomEvent<u64>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Step<u64>> {
         if let AtomEvent::Started(target) = event {
             state.target = target;
             state.entries = (0..12)
                 .map(|i| Entry {
                     account: format!("account-{i:04}-receivables"),
                     balance: i * 1_000,
-                    tags: vec!["ledger".into(), format!("region-{}", i % 3), "monthly-close".into()],
+                    tags: vec![
+                        "ledger".into(),
+                        format!("region-{}", i % 3),
+                        "monthly-close".into(),
+                    ],
                 })
                 .collect();
         }
@@ -76,7 +87,12 @@ fn drain(sim: &Simulation) -> u64 {
 
 fn state_1k(steps: u64) -> (u64, f64, usize) {
     let sim = Simulation::new(Registry::new().with(Ledger), 1, Faults::none());
-    let start = Envelope::start(id(MessageId::new("s")), id(InstanceId::new("ledger-1")), Ledger::TYPE, json!(steps));
+    let start = Envelope::start(
+        id(MessageId::new("s")),
+        id(InstanceId::new("ledger-1")),
+        Ledger::TYPE,
+        json!(steps),
+    );
     sim.queue().enqueue_at(start, sim.now());
     let t = Instant::now();
     let handled = drain(&sim);
@@ -144,7 +160,6 @@ fn bench_state_1k(steps: u64) {
         "state-1k     {:>9.0} steps/s  (median of 5 runs of {steps} steps; state {state_len} bytes of JSON)",
         median(rates)
     );
-
 }
 
 fn bench_fan_in(rounds: u32) {

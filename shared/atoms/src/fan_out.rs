@@ -121,7 +121,14 @@ fn spawn_next_page(state: &mut FanOutState, ctx: &mut Context<'_>) {
             None => {
                 let items = plan.items_per_worker;
                 let fail_at = (plan.failing_worker == Some(i)).then_some(items / 2);
-                ctx.spawn::<Worker>(tag, &WorkerInput { items, page_size: plan.page_size, fail_at });
+                ctx.spawn::<Worker>(
+                    tag,
+                    &WorkerInput {
+                        items,
+                        page_size: plan.page_size,
+                        fail_at,
+                    },
+                );
             }
         }
     }

@@ -263,7 +263,10 @@ pub(crate) enum StateIn<'a> {
     /// A new instance: the atom's default state.
     Fresh,
     /// The stored JSON, and the decoded value of that same JSON if this process still has it.
-    Stored { json: &'a str, decoded: Option<TypedState> },
+    Stored {
+        json: &'a str,
+        decoded: Option<TypedState>,
+    },
 }
 
 /// What a step produced: the new state (JSON for the record, decoded for the cache) and outcome.
@@ -275,33 +278,52 @@ pub(crate) struct StepOut {
 
 /// An atom with its types erased, as the runtime stores it.
 pub(crate) trait DynAtom: Send + Sync {
-    fn step_json(&self, state: StateIn<'_>, event: AtomEvent<Value>, ctx: &mut Context<'_>) -> Result<StepOut>;
+    fn step_json(
+        &self,
+        state: StateIn<'_>,
+        event: AtomEvent<Value>,
+        ctx: &mut Context<'_>,
+    ) -> Result<StepOut>;
 }
 
 impl<A: Atom> DynAtom for A {
-    fn step_json(&self, state: StateIn<'_>, event: AtomEvent<Value>, ctx: &mut Context<'_>) -> Result<StepOut> {
+    fn step_json(
+        &self,
+        state: StateIn<'_>,
+        event: AtomEvent<Value>,
+        ctx: &mut Context<'_>,
+    ) -> Result<StepOut> {
         let (mut typed, previous_len): (Box<A::State>, usize) = match state {
             StateIn::Fresh => (Box::default(), 0),
-            StateIn::Stored { json, decoded } => match decoded.and_then(|d| d.downcast::<A::State>().ok()) {
-                Some(typed) => (typed, json.len()),
-                None => {
-                    let typed = serde_json::from_str(json).map_err(|e| {
-                        Error::terminal(format!("stored state does not decode as {}'s state: {e}", A::TYPE))
-                    })?;
-                    (Box::new(typed), json.len())
+            StateIn::Stored { json, decoded } => {
+                match decoded.and_then(|d| d.downcast::<A::State>().ok()) {
+                    Some(typed) => (typed, json.len()),
+                    None => {
+                        let typed = serde_json::from_str(json).map_err(|e| {
+                            Error::terminal(format!(
+                                "stored state does not decode as {}'s state: {e}",
+                                A::TYPE
+                            ))
+                        })?;
+                        (Box::new(typed), json.len())
+                    }
                 }
-            },
+            }
         };
         let event = event.try_map_input(|input| {
             serde_json::from_value::<A::Input>(input).map_err(|e| {
-                Error::terminal(format!("input does not match atom {}'s input type: {e}", A::TYPE))
+                Error::terminal(format!(
+                    "input does not match atom {}'s input type: {e}",
+                    A::TYPE
+                ))
             })
         })?;
         let outcome = match self.step(&mut typed, event, ctx)? {
             Step::Suspend => Step::Suspend,
             Step::Fail(reason) => Step::Fail(reason),
             Step::Complete(output) => Step::Complete(
-                serde_json::to_value(&output).map_err(|e| Error::terminal(format!("cannot encode output: {e}")))?,
+                serde_json::to_value(&output)
+                    .map_err(|e| Error::terminal(format!("cannot encode output: {e}")))?,
             ),
         };
         let mut json = Vec::with_capacity(previous_len + 64);
@@ -309,7 +331,11 @@ impl<A: Atom> DynAtom for A {
             .map_err(|e| Error::terminal(format!("cannot encode {}'s state: {e}", A::TYPE)))?;
         // serde_json writes valid UTF-8.
         let json = String::from_utf8(json).map_err(|e| Error::terminal(e.to_string()))?;
-        Ok(StepOut { json, decoded: typed, outcome })
+        Ok(StepOut {
+            json,
+            decoded: typed,
+            outcome,
+        })
     }
 }
 

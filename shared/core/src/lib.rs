@@ -30,3 +30,8 @@ pub use ids::{InstanceId, MessageId, RequestId, TimerId};
 pub use record::{InstanceRecord, Status};
 pub use runtime::{Disposition, Runtime, Transition};
 pub use time::Timestamp;
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -94,16 +94,31 @@ impl InstanceRecord {
         }
         for (id, child) in &self.waiting.children {
             size += ids(id.as_str(), &child.atom, &child.tag) + child.progress.above.len() * 21;
-            size += child.early_finish.as_ref().map_or(0, |e| crate::envelope::encoded_len(e));
+            size += child
+                .early_finish
+                .as_ref()
+                .map_or(0, crate::envelope::encoded_len);
         }
         for (name, timer) in &self.waiting.timers {
-            size += ids(name, timer.id.as_str(), timer.deadline_of.as_ref().map_or("", |r| r.as_str()));
+            size += ids(
+                name,
+                timer.id.as_str(),
+                timer.deadline_of.as_ref().map_or("", |r| r.as_str()),
+            );
         }
         for (id, request) in &self.waiting.requests {
-            size += ids(id.as_str(), &request.kind, request.deadline_timer.as_deref().unwrap_or(""));
+            size += ids(
+                id.as_str(),
+                &request.kind,
+                request.deadline_timer.as_deref().unwrap_or(""),
+            );
             size += crate::envelope::encoded_len(&request.schema);
         }
-        size += self.waiting.continuation.as_ref().map_or(0, |m| m.as_str().len() + FIELD);
+        size += self
+            .waiting
+            .continuation
+            .as_ref()
+            .map_or(0, |m| m.as_str().len() + FIELD);
         size += outbox_bytes + self.outbox.len() * FIELD;
         size += self.result.as_ref().map_or(0, crate::envelope::encoded_len);
         size += self.error.as_ref().map_or(0, |e| e.len() + FIELD);

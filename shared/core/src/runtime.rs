@@ -5,7 +5,10 @@
 //! outbox included, conditioned on the version read → send the outbox. A version conflict re-runs
 //! the step on the record the store returned, a bounded number of times. See ARCHITECTURE.md.
 
-use crate::atom::{StateIn, StepOut, TypedState, Command, Context, DynAtom, InstanceRef, RESERVED_TIMER_PREFIX, Registry, Step};
+use crate::atom::{
+    Command, Context, DynAtom, InstanceRef, RESERVED_TIMER_PREFIX, Registry, StateIn, Step,
+    StepOut, TypedState,
+};
 use crate::envelope::{Envelope, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Event, ParentLink};
@@ -160,7 +163,10 @@ where
                 let outbox = std::mem::take(&mut previous.outbox);
                 let sent = warm.as_ref().is_some_and(|w| w.outbox_sent);
                 if !outbox.is_empty() && !sent {
-                    tracing::debug!(version = previous.version, "re-sending an outbox that may not have gone out");
+                    tracing::debug!(
+                        version = previous.version,
+                        "re-sending an outbox that may not have gone out"
+                    );
                     self.perform(outbox).await?;
                     warm.get_or_insert_with(WarmState::default).outbox_sent = true;
                 }
@@ -168,33 +174,39 @@ where
             let now = self.clock.now();
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let version_read = expected.unwrap_or(0);
-            let (next, decoded) = match plan(atom.as_ref(), current.take(), decoded, &envelope, now)? {
-                Plan::Drop(disposition) => {
-                    match &disposition {
-                        Disposition::Duplicate => tracing::debug!("duplicate message dropped"),
-                        Disposition::Ignored { reason } => tracing::info!(%reason, "message ignored"),
-                        Disposition::Applied { .. } => {}
+            let (next, decoded) =
+                match plan(atom.as_ref(), current.take(), decoded, &envelope, now)? {
+                    Plan::Drop(disposition) => {
+                        match &disposition {
+                            Disposition::Duplicate => tracing::debug!("duplicate message dropped"),
+                            Disposition::Ignored { reason } => {
+                                tracing::info!(%reason, "message ignored")
+                            }
+                            Disposition::Applied { .. } => {}
+                        }
+                        if let Some(warm) = warm {
+                            // Nothing changed: what this process knows of that version still holds
+                            // (except the decoded state, which the plan consumed).
+                            self.warm.put(&envelope.target, version_read, warm);
+                        }
+                        return Ok(disposition);
                     }
-                    if let Some(warm) = warm {
-                        // Nothing changed: what this process knows of that version still holds
-                        // (except the decoded state, which the plan consumed).
-                        self.warm.put(&envelope.target, version_read, warm);
+                    Plan::Save(next, decoded) => (next, decoded),
+                    Plan::TooLarge { reason } => {
+                        // Rare: rebuild from the stored record, failing it with what it had.
+                        let Some(stored) = self.store.load(&envelope.target).await? else {
+                            return Err(Error::terminal(reason));
+                        };
+                        if Some(stored.version) != expected {
+                            current = Some(stored);
+                            continue;
+                        }
+                        (
+                            fail_too_large(atom.as_ref(), stored, &envelope.id, now, reason),
+                            None,
+                        )
                     }
-                    return Ok(disposition);
-                }
-                Plan::Save(next, decoded) => (next, decoded),
-                Plan::TooLarge { reason } => {
-                    // Rare: rebuild from the stored record, failing it with what it had.
-                    let Some(stored) = self.store.load(&envelope.target).await? else {
-                        return Err(Error::terminal(reason));
-                    };
-                    if Some(stored.version) != expected {
-                        current = Some(stored);
-                        continue;
-                    }
-                    (fail_too_large(atom.as_ref(), stored, &envelope.id, now, reason), None)
-                }
-            };
+                };
             let (id, version, status) = (next.id.clone(), next.version, next.status);
             let effects = next.outbox.clone();
             match self.store.save(*next, expected).await? {
@@ -202,7 +214,14 @@ where
                     let described = self.observer.as_ref().map(|_| describe_effects(&effects));
                     let count = effects.len();
                     self.perform(effects).await?;
-                    self.warm.put(&id, version, WarmState { outbox_sent: true, decoded });
+                    self.warm.put(
+                        &id,
+                        version,
+                        WarmState {
+                            outbox_sent: true,
+                            decoded,
+                        },
+                    );
                     if let (Some(observe), Some(effects)) = (&self.observer, described) {
                         observe(&Transition {
                             at: now,
@@ -216,7 +235,12 @@ where
                             attempts: attempt,
                         });
                     }
-                    tracing::debug!(version, status = status.as_str(), effects = count, "applied");
+                    tracing::debug!(
+                        version,
+                        status = status.as_str(),
+                        effects = count,
+                        "applied"
+                    );
                     return Ok(Disposition::Applied { version, status });
                 }
                 SaveOutcome::Conflict { current: latest } => {
@@ -242,10 +266,19 @@ where
         for effect in effects {
             match effect {
                 Effect::OpenRequest { request } => self.inbox.open(request).await?,
-                Effect::ScheduleTimer { timer, at, envelope } => self.timers.schedule(&timer, at, envelope).await?,
-                Effect::Send { envelope } => batch.push(Outgoing { envelope, delay: Duration::ZERO }),
+                Effect::ScheduleTimer {
+                    timer,
+                    at,
+                    envelope,
+                } => self.timers.schedule(&timer, at, envelope).await?,
+                Effect::Send { envelope } => batch.push(Outgoing {
+                    envelope,
+                    delay: Duration::ZERO,
+                }),
                 // Cancellations and closings go last, after what this step started is out.
-                later @ (Effect::CancelTimer { .. } | Effect::CloseRequest { .. }) => afterwards.push(later),
+                later @ (Effect::CancelTimer { .. } | Effect::CloseRequest { .. }) => {
+                    afterwards.push(later)
+                }
             }
         }
         if !batch.is_empty() {
@@ -254,7 +287,9 @@ where
         for effect in afterwards {
             match effect {
                 Effect::CancelTimer { timer } => self.timers.cancel(&timer).await?,
-                Effect::CloseRequest { request, outcome } => self.inbox.close(&request, outcome, now).await?,
+                Effect::CloseRequest { request, outcome } => {
+                    self.inbox.close(&request, outcome, now).await?
+                }
                 _ => {}
             }
         }
@@ -358,7 +393,9 @@ impl WarmInstances {
         inner.entries.insert(id.clone(), (version, warm, number));
         inner.order.push_back((number, id.clone()));
         while inner.entries.len() > Self::CAPACITY {
-            let Some((number, old)) = inner.order.pop_front() else { break };
+            let Some((number, old)) = inner.order.pop_front() else {
+                break;
+            };
             if inner.entries.get(&old).is_some_and(|e| e.2 == number) {
                 inner.entries.remove(&old);
             }
@@ -366,7 +403,9 @@ impl WarmInstances {
         // Drop order elements whose entries were taken or replaced, so it stays bounded.
         if inner.order.len() > 2 * Self::CAPACITY {
             let entries = &inner.entries;
-            inner.order.retain(|(number, id)| entries.get(id).is_some_and(|e| e.2 == *number));
+            inner
+                .order
+                .retain(|(number, id)| entries.get(id).is_some_and(|e| e.2 == *number));
         }
     }
 
@@ -382,7 +421,9 @@ enum Plan {
     /// The next record, and its state decoded (for the state cache).
     Save(Box<InstanceRecord>, Option<TypedState>),
     /// The new record would not fit in the store; the instance must fail instead.
-    TooLarge { reason: String },
+    TooLarge {
+        reason: String,
+    },
 }
 
 fn ignored(reason: impl Into<String>) -> Result<Plan> {
@@ -689,9 +730,17 @@ impl<'a> Draft<'a> {
         let state = if matches!(event, AtomEvent::Started(_)) {
             StateIn::Fresh
         } else {
-            StateIn::Stored { json: self.record.state.as_str(), decoded }
+            StateIn::Stored {
+                json: self.record.state.as_str(),
+                decoded,
+            }
         };
-        let mut ctx = Context::new(&self.record.id, self.record.version, self.now, self.next_index);
+        let mut ctx = Context::new(
+            &self.record.id,
+            self.record.version,
+            self.now,
+            self.next_index,
+        );
         let result = self.atom.step_json(state, event, &mut ctx);
         let (commands, continuation) = (std::mem::take(&mut ctx.commands), ctx.continuation.take());
         let result = match (result, ctx.error.take()) {
@@ -699,7 +748,11 @@ impl<'a> Draft<'a> {
             (result, _) => result,
         };
         drop(ctx);
-        let StepOut { json, decoded, outcome } = match result {
+        let StepOut {
+            json,
+            decoded,
+            outcome,
+        } = match result {
             Ok(out) => out,
             Err(error) if error.is_retryable() => return Err(error),
             Err(error) => {

@@ -5,8 +5,8 @@ use reanimate_core::ports::{Inbox, RequestStatus};
 use reanimate_core::record::{InstanceRecord, MAX_RECORD_BYTES};
 use reanimate_core::sim::{Faults, SilentUser, Simulation, block_on};
 use reanimate_core::{
-    Ask, Atom, AtomEvent, Context, Disposition, Envelope, Error, Event, InstanceId, MessageId, Registry, Result,
-    Status, Step, TimerId,
+    Ask, Atom, AtomEvent, Context, Disposition, Envelope, Error, Event, InstanceId, MessageId,
+    Registry, Result, Status, Step, TimerId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -46,7 +46,12 @@ impl Atom for Probe {
     type State = ProbeState;
     type Output = Value;
 
-    fn step(&self, state: &mut ProbeState, event: AtomEvent<ProbeInput>, ctx: &mut Context<'_>) -> Result<Step<Value>> {
+    fn step(
+        &self,
+        state: &mut ProbeState,
+        event: AtomEvent<ProbeInput>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Step<Value>> {
         let kind = event.kind();
         match event {
             AtomEvent::Started(input) => {
@@ -64,8 +69,15 @@ impl Atom for Probe {
                     ctx.set_timer_after("t", Duration::from_secs(secs));
                 }
                 if let Some(schema) = input.ask {
-                    let deadline = input.deadline_secs.map(|s| ctx.now().plus(Duration::from_secs(s)));
-                    ctx.ask_user(Ask { kind: "question".into(), prompt: "?".into(), schema, deadline });
+                    let deadline = input
+                        .deadline_secs
+                        .map(|s| ctx.now().plus(Duration::from_secs(s)));
+                    ctx.ask_user(Ask {
+                        kind: "question".into(),
+                        prompt: "?".into(),
+                        schema,
+                        deadline,
+                    });
                 }
                 for seq in 0..input.progress {
                     ctx.report_progress(&json!({ "seq": seq }));
@@ -80,8 +92,15 @@ impl Atom for Probe {
                     "rearm" => ctx.set_timer_after("t", Duration::from_secs(120)),
                     "grow" => state.padding = "x".repeat(payload.as_u64().unwrap_or(0) as usize),
                     "shout" => {
-                        let target = reanimate_core::InstanceRef { id: ctx.instance().clone(), atom: "probe".into() };
-                        ctx.signal(target, "echo", &"y".repeat(payload.as_u64().unwrap_or(0) as usize));
+                        let target = reanimate_core::InstanceRef {
+                            id: ctx.instance().clone(),
+                            atom: "probe".into(),
+                        };
+                        ctx.signal(
+                            target,
+                            "echo",
+                            &"y".repeat(payload.as_u64().unwrap_or(0) as usize),
+                        );
                     }
                     "flaky" => return Err(Error::retryable("the model endpoint is throttling")),
                     "finish" => return Ok(Step::Complete(json!(state.events))),
@@ -89,9 +108,13 @@ impl Atom for Probe {
                     _ => {}
                 }
             }
-            AtomEvent::ChildProgress { tag, seq, .. } => state.events.push(format!("progress:{tag}:{seq}")),
+            AtomEvent::ChildProgress { tag, seq, .. } => {
+                state.events.push(format!("progress:{tag}:{seq}"))
+            }
             AtomEvent::ChildCompleted { tag, .. } => state.events.push(format!("completed:{tag}")),
-            AtomEvent::ChildFailed { tag, cancelled, .. } => state.events.push(format!("failed:{tag}:{cancelled}")),
+            AtomEvent::ChildFailed { tag, cancelled, .. } => {
+                state.events.push(format!("failed:{tag}:{cancelled}"))
+            }
             other => state.events.push(other.kind().into()),
         }
         Ok(Step::Suspend)
@@ -107,13 +130,26 @@ fn sim() -> Simulation {
 }
 
 fn start(sim: &Simulation, instance: &str, input: Value) -> Result<Disposition> {
-    let env = Envelope::start(id(MessageId::new(format!("start:{instance}"))), id(InstanceId::new(instance)), "probe", input);
+    let env = Envelope::start(
+        id(MessageId::new(format!("start:{instance}"))),
+        id(InstanceId::new(instance)),
+        "probe",
+        input,
+    );
     block_on(sim.runtime().handle(env))
 }
 
 fn signal_env(msg: &str, instance: &str, name: &str, payload: Value) -> Envelope {
-    let event = Event::Signal { name: name.into(), payload };
-    Envelope::new(id(MessageId::new(msg)), id(InstanceId::new(instance)), "probe", event)
+    let event = Event::Signal {
+        name: name.into(),
+        payload,
+    };
+    Envelope::new(
+        id(MessageId::new(msg)),
+        id(InstanceId::new(instance)),
+        "probe",
+        event,
+    )
 }
 
 fn handle(sim: &Simulation, env: Envelope) -> Result<Disposition> {
@@ -121,11 +157,14 @@ fn handle(sim: &Simulation, env: Envelope) -> Result<Disposition> {
 }
 
 fn record(sim: &Simulation, instance: &str) -> InstanceRecord {
-    sim.store().get(&id(InstanceId::new(instance))).unwrap_or_else(|| panic!("no instance {instance}"))
+    sim.store()
+        .get(&id(InstanceId::new(instance)))
+        .unwrap_or_else(|| panic!("no instance {instance}"))
 }
 
 fn events(sim: &Simulation, instance: &str) -> Vec<String> {
-    let state: ProbeState = serde_json::from_str(&record(sim, instance).state).unwrap_or_else(|e| panic!("{e}"));
+    let state: ProbeState =
+        serde_json::from_str(&record(sim, instance).state).unwrap_or_else(|e| panic!("{e}"));
     state.events
 }
 
@@ -139,9 +178,15 @@ fn drain(sim: &Simulation) {
 #[test]
 fn a_duplicate_message_is_applied_once() {
     let sim = sim();
-    assert!(matches!(start(&sim, "p", json!({})), Ok(Disposition::Applied { version: 1, .. })));
+    assert!(matches!(
+        start(&sim, "p", json!({})),
+        Ok(Disposition::Applied { version: 1, .. })
+    ));
     let env = signal_env("m1", "p", "hello", Value::Null);
-    assert!(matches!(handle(&sim, env.clone()), Ok(Disposition::Applied { version: 2, .. })));
+    assert!(matches!(
+        handle(&sim, env.clone()),
+        Ok(Disposition::Applied { version: 2, .. })
+    ));
     assert_eq!(handle(&sim, env), Ok(Disposition::Duplicate));
     assert_eq!(start(&sim, "p", json!({})), Ok(Disposition::Duplicate));
     assert_eq!(events(&sim, "p"), ["started", "signal:hello"]);
@@ -151,7 +196,8 @@ fn a_duplicate_message_is_applied_once() {
 #[test]
 fn an_invalid_answer_is_refused_and_leaves_the_instance_unchanged() {
     let sim = sim();
-    let schema = json!({"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}});
+    let schema =
+        json!({"type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}});
     id(start(&sim, "p", json!({ "ask": schema })));
     drain(&sim);
     let request = block_on(sim.inbox().list_open()).map(|open| open[0].request.id.clone());
@@ -159,15 +205,35 @@ fn an_invalid_answer_is_refused_and_leaves_the_instance_unchanged() {
     let before = record(&sim, "p");
 
     let answer = |msg: &str, answer: Value| {
-        let event = Event::UserAnswered { request: request.clone(), answer };
-        Envelope::new(id(MessageId::new(msg)), id(InstanceId::new("p")), "probe", event)
+        let event = Event::UserAnswered {
+            request: request.clone(),
+            answer,
+        };
+        Envelope::new(
+            id(MessageId::new(msg)),
+            id(InstanceId::new("p")),
+            "probe",
+            event,
+        )
     };
     let err = handle(&sim, answer("a1", json!({"ok": "yes"}))).unwrap_err();
     assert!(!err.is_retryable(), "{err}");
-    assert!(err.reason.contains("refused") && err.reason.contains("/ok") && err.reason.contains("boolean"), "{err}");
-    assert_eq!(record(&sim, "p"), before, "a refused answer changes nothing");
+    assert!(
+        err.reason.contains("refused")
+            && err.reason.contains("/ok")
+            && err.reason.contains("boolean"),
+        "{err}"
+    );
+    assert_eq!(
+        record(&sim, "p"),
+        before,
+        "a refused answer changes nothing"
+    );
 
-    assert!(matches!(handle(&sim, answer("a2", json!({"ok": true}))), Ok(Disposition::Applied { .. })));
+    assert!(matches!(
+        handle(&sim, answer("a2", json!({"ok": true}))),
+        Ok(Disposition::Applied { .. })
+    ));
     assert_eq!(events(&sim, "p"), ["started", "user_answered"]);
     drain(&sim);
     let entry = id(block_on(sim.inbox().get(&request))).unwrap_or_else(|| panic!("request gone"));
@@ -180,11 +246,26 @@ fn the_inbox_refuses_an_invalid_answer_before_it_reaches_the_instance() {
     id(start(&sim, "p", json!({ "ask": {"type": "integer"} })));
     drain(&sim);
     let request = id(block_on(sim.inbox().list_open()))[0].request.id.clone();
-    let err = block_on(reanimate_core::client::answer(sim.inbox(), sim.queue(), sim.runtime().clock(), &request, json!("3")))
-        .unwrap_err();
-    assert!(err.reason.contains("\"3\" is not of type \"integer\""), "{err}");
+    let err = block_on(reanimate_core::client::answer(
+        sim.inbox(),
+        sim.queue(),
+        sim.runtime().clock(),
+        &request,
+        json!("3"),
+    ))
+    .unwrap_err();
+    assert!(
+        err.reason.contains("\"3\" is not of type \"integer\""),
+        "{err}"
+    );
     assert!(sim.queue().is_empty(), "nothing was sent");
-    id(block_on(reanimate_core::client::answer(sim.inbox(), sim.queue(), sim.runtime().clock(), &request, json!(3))));
+    id(block_on(reanimate_core::client::answer(
+        sim.inbox(),
+        sim.queue(),
+        sim.runtime().clock(),
+        &request,
+        json!(3),
+    )));
     id(sim.run(&mut SilentUser));
     assert_eq!(events(&sim, "p"), ["started", "user_answered"]);
 }
@@ -199,15 +280,31 @@ fn a_timer_that_is_no_longer_pending_is_ignored() {
     assert_ne!(first, second);
 
     let fire = |timer: &TimerId| {
-        let event = Event::TimerFired { name: "t".into(), timer: timer.clone() };
-        Envelope::new(MessageId::for_timer(timer), id(InstanceId::new("p")), "probe", event)
+        let event = Event::TimerFired {
+            name: "t".into(),
+            timer: timer.clone(),
+        };
+        Envelope::new(
+            MessageId::for_timer(timer),
+            id(InstanceId::new("p")),
+            "probe",
+            event,
+        )
     };
     match handle(&sim, fire(&first)) {
-        Ok(Disposition::Ignored { reason }) => assert!(reason.contains("no longer pending"), "{reason}"),
+        Ok(Disposition::Ignored { reason }) => {
+            assert!(reason.contains("no longer pending"), "{reason}")
+        }
         other => panic!("expected the stale firing to be ignored, got {other:?}"),
     }
-    assert!(matches!(handle(&sim, fire(&second)), Ok(Disposition::Applied { .. })));
-    assert_eq!(events(&sim, "p"), ["started", "signal:rearm", "timer_fired"]);
+    assert!(matches!(
+        handle(&sim, fire(&second)),
+        Ok(Disposition::Applied { .. })
+    ));
+    assert_eq!(
+        events(&sim, "p"),
+        ["started", "signal:rearm", "timer_fired"]
+    );
 }
 
 #[test]
@@ -217,7 +314,10 @@ fn a_week_long_timer_fires_in_virtual_time() {
     id(start(&sim, "p", json!({ "timer_secs": 7 * 86_400 })));
     let report = id(sim.run(&mut SilentUser));
     assert_eq!(events(&sim, "p"), ["started", "timer_fired"]);
-    assert_eq!(started.until(report.ended_at), Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        started.until(report.ended_at),
+        Duration::from_secs(7 * 86_400)
+    );
 }
 
 #[test]
@@ -235,29 +335,67 @@ fn messages_for_a_finished_instance_are_dropped() {
 #[test]
 fn bad_addresses_are_terminal_or_retried_with_a_reason() {
     let sim = sim();
-    let env = Envelope::start(id(MessageId::new("m")), id(InstanceId::new("q")), "nope", json!({}));
+    let env = Envelope::start(
+        id(MessageId::new("m")),
+        id(InstanceId::new("q")),
+        "nope",
+        json!({}),
+    );
     let err = handle(&sim, env).unwrap_err();
-    assert!(!err.is_retryable() && err.reason.contains("unknown atom type \"nope\"") && err.reason.contains("probe"), "{err}");
+    assert!(
+        !err.is_retryable()
+            && err.reason.contains("unknown atom type \"nope\"")
+            && err.reason.contains("probe"),
+        "{err}"
+    );
 
     let err = handle(&sim, signal_env("m1", "never-started", "x", Value::Null)).unwrap_err();
-    assert!(err.is_retryable() && err.reason.contains("does not exist"), "{err}");
+    assert!(
+        err.is_retryable() && err.reason.contains("does not exist"),
+        "{err}"
+    );
 
     // Input the atom cannot read fails the new instance (its parent, if any, is told why).
-    assert!(matches!(start(&sim, "p", json!({"children": "many"})), Ok(Disposition::Applied { status: Status::Failed, .. })));
+    assert!(matches!(
+        start(&sim, "p", json!({"children": "many"})),
+        Ok(Disposition::Applied {
+            status: Status::Failed,
+            ..
+        })
+    ));
     let error = record(&sim, "p").error.unwrap_or_default();
-    assert!(error.contains("input does not match atom probe's input type"), "{error}");
+    assert!(
+        error.contains("input does not match atom probe's input type"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_state_over_the_item_limit_fails_the_instance_with_the_reason() {
     let sim = sim();
     id(start(&sim, "p", json!({})));
-    let result = handle(&sim, signal_env("m1", "p", "grow", json!(MAX_RECORD_BYTES + 1)));
-    assert!(matches!(result, Ok(Disposition::Applied { status: Status::Failed, .. })), "{result:?}");
+    let result = handle(
+        &sim,
+        signal_env("m1", "p", "grow", json!(MAX_RECORD_BYTES + 1)),
+    );
+    assert!(
+        matches!(
+            result,
+            Ok(Disposition::Applied {
+                status: Status::Failed,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     let failed = record(&sim, "p");
     let error = failed.error.clone().unwrap_or_default();
     assert!(error.contains("over the 350000-byte limit"), "{error}");
-    assert_eq!(events(&sim, "p"), ["started"], "the oversized state was not kept");
+    assert_eq!(
+        events(&sim, "p"),
+        ["started"],
+        "the oversized state was not kept"
+    );
 }
 
 #[test]
@@ -267,7 +405,12 @@ fn a_message_over_the_queue_limit_fails_the_instance_with_the_reason() {
     id(handle(&sim, signal_env("m1", "p", "shout", json!(300_000))));
     let failed = record(&sim, "p");
     assert_eq!(failed.status, Status::Failed);
-    assert!(failed.error.unwrap_or_default().contains("over the 250000-byte message limit"));
+    assert!(
+        failed
+            .error
+            .unwrap_or_default()
+            .contains("over the 250000-byte message limit")
+    );
     assert!(sim.queue().is_empty(), "nothing was sent");
 }
 
@@ -277,7 +420,10 @@ fn a_retryable_step_error_leaves_no_trace() {
     id(start(&sim, "p", json!({})));
     let before = record(&sim, "p");
     let err = handle(&sim, signal_env("m1", "p", "flaky", Value::Null)).unwrap_err();
-    assert!(err.is_retryable() && err.reason.contains("throttling"), "{err}");
+    assert!(
+        err.is_retryable() && err.reason.contains("throttling"),
+        "{err}"
+    );
     assert_eq!(record(&sim, "p"), before);
 }
 
@@ -288,21 +434,45 @@ fn an_outbox_lost_in_a_crash_is_sent_by_the_redelivered_message() {
     let err = start(&sim, "parent", json!({ "children": 2 })).unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let saved = record(&sim, "parent");
-    assert_eq!((saved.version, saved.outbox.len()), (1, 2), "the step and its outbox were saved");
-    assert!(sim.queue().is_empty(), "but the children were never started");
+    assert_eq!(
+        (saved.version, saved.outbox.len()),
+        (1, 2),
+        "the step and its outbox were saved"
+    );
+    assert!(
+        sim.queue().is_empty(),
+        "but the children were never started"
+    );
 
-    assert_eq!(start(&sim, "parent", json!({ "children": 2 })), Ok(Disposition::Duplicate));
-    assert_eq!(sim.queue().len(), 2, "the redelivered start re-sent the outbox");
+    assert_eq!(
+        start(&sim, "parent", json!({ "children": 2 })),
+        Ok(Disposition::Duplicate)
+    );
+    assert_eq!(
+        sim.queue().len(),
+        2,
+        "the redelivered start re-sent the outbox"
+    );
     drain(&sim);
     assert_eq!(record(&sim, "parent").status, Status::Suspended);
-    assert_eq!(events(&sim, "parent"), ["started", "completed:c0", "completed:c1"]);
+    assert_eq!(
+        events(&sim, "parent"),
+        ["started", "completed:c0", "completed:c1"]
+    );
 }
 
 #[test]
 fn concurrent_handlers_on_one_instance_both_apply_once() {
     // With concurrency above 1 the simulation's ports yield once per call, so two handlers can
     // be interleaved by polling them in turn.
-    let sim = Simulation::new(Registry::new().with(Probe), 7, Faults { concurrency: 2, ..Faults::none() });
+    let sim = Simulation::new(
+        Registry::new().with(Probe),
+        7,
+        Faults {
+            concurrency: 2,
+            ..Faults::none()
+        },
+    );
     id(start(&sim, "p", json!({})));
     let mut a = Box::pin(sim.runtime().handle(signal_env("a", "p", "a", Value::Null)));
     let mut b = Box::pin(sim.runtime().handle(signal_env("b", "p", "b", Value::Null)));
@@ -336,14 +506,28 @@ fn concurrent_handlers_on_one_instance_both_apply_once() {
 #[test]
 fn cancel_propagates_to_live_children_and_disarms_their_timers() {
     let mut sim = sim();
-    id(start(&sim, "parent", json!({ "children": 3, "child_timer_days": 7 })));
+    id(start(
+        &sim,
+        "parent",
+        json!({ "children": 3, "child_timer_days": 7 }),
+    ));
     drain(&sim);
     assert_eq!(sim.timers().armed(), 3);
-    let cancel = Event::CancelRequested { reason: "no longer needed".into() };
-    sim.send(Envelope::new(id(MessageId::new("c")), id(InstanceId::new("parent")), "probe", cancel));
+    let cancel = Event::CancelRequested {
+        reason: "no longer needed".into(),
+    };
+    sim.send(Envelope::new(
+        id(MessageId::new("c")),
+        id(InstanceId::new("parent")),
+        "probe",
+        cancel,
+    ));
     id(sim.run(&mut SilentUser));
     let parent = record(&sim, "parent");
-    assert_eq!((parent.status, parent.error.as_deref()), (Status::Cancelled, Some("no longer needed")));
+    assert_eq!(
+        (parent.status, parent.error.as_deref()),
+        (Status::Cancelled, Some("no longer needed"))
+    );
     for child in sim.store().all().into_iter().filter(|r| r.parent.is_some()) {
         assert_eq!(child.status, Status::Cancelled, "{}", child.id);
         assert_eq!(child.error.as_deref(), Some("parent parent cancelled"));
@@ -355,10 +539,20 @@ fn cancel_propagates_to_live_children_and_disarms_their_timers() {
 #[test]
 fn a_completion_that_overtakes_progress_waits_for_it() {
     let sim = sim();
-    id(start(&sim, "parent", json!({ "children": 1, "progress": 2 })));
+    id(start(
+        &sim,
+        "parent",
+        json!({ "children": 1, "progress": 2 }),
+    ));
     drain_one(&sim); // the child's start: it reports twice and completes in one step
     let mut messages: Vec<_> = std::iter::from_fn(|| sim.queue().receive(sim.now(), 0)).collect();
-    assert_eq!(messages.iter().map(|d| d.envelope.event.kind()).collect::<Vec<_>>(), ["child_progress", "child_progress", "child_completed"]);
+    assert_eq!(
+        messages
+            .iter()
+            .map(|d| d.envelope.event.kind())
+            .collect::<Vec<_>>(),
+        ["child_progress", "child_progress", "child_completed"]
+    );
     messages.reverse(); // deliver the completion first, then progress 1, then progress 0
     let parent_events = |sim: &Simulation| events(sim, "parent");
     id(handle(&sim, messages[0].envelope.clone()));
@@ -366,7 +560,10 @@ fn a_completion_that_overtakes_progress_waits_for_it() {
     id(handle(&sim, messages[1].envelope.clone()));
     assert_eq!(parent_events(&sim), ["started", "progress:c0:1"]);
     id(handle(&sim, messages[2].envelope.clone()));
-    assert_eq!(parent_events(&sim), ["started", "progress:c0:1", "progress:c0:0", "completed:c0"]);
+    assert_eq!(
+        parent_events(&sim),
+        ["started", "progress:c0:1", "progress:c0:0", "completed:c0"]
+    );
     assert!(record(&sim, "parent").waiting.children.is_empty());
 }
 
@@ -379,11 +576,18 @@ fn drain_one(sim: &Simulation) {
 #[test]
 fn an_unanswered_request_expires_at_its_deadline() {
     let mut sim = sim();
-    id(start(&sim, "p", json!({ "ask": {"type": "string"}, "deadline_secs": 3600 })));
+    id(start(
+        &sim,
+        "p",
+        json!({ "ask": {"type": "string"}, "deadline_secs": 3600 }),
+    ));
     let report = id(sim.run(&mut SilentUser));
     assert_eq!(events(&sim, "p"), ["started", "request_expired"]);
     assert_eq!(sim.inbox().all()[0].status, RequestStatus::Expired);
-    assert_eq!(report.ended_at.as_millis() - report.started_at.as_millis(), 3_600_000);
+    assert_eq!(
+        report.ended_at.as_millis() - report.started_at.as_millis(),
+        3_600_000
+    );
 }
 
 #[test]
@@ -401,12 +605,18 @@ fn a_continuation_runs_once_and_a_stale_one_is_ignored() {
     id(start(&sim, "p", json!({})));
     id(handle(&sim, signal_env("m1", "p", "loop", Value::Null)));
     assert_eq!(record(&sim, "p").status, Status::Running);
-    let continuation = sim.queue().receive(sim.now(), 0).unwrap_or_else(|| panic!("no continuation sent"));
+    let continuation = sim
+        .queue()
+        .receive(sim.now(), 0)
+        .unwrap_or_else(|| panic!("no continuation sent"));
     id(handle(&sim, continuation.envelope.clone()));
     assert_eq!(record(&sim, "p").status, Status::Suspended);
     let mut stale = continuation.envelope;
     stale.id = id(MessageId::new("forged"));
-    assert!(matches!(handle(&sim, stale), Ok(Disposition::Ignored { .. })));
+    assert!(matches!(
+        handle(&sim, stale),
+        Ok(Disposition::Ignored { .. })
+    ));
     assert_eq!(events(&sim, "p"), ["started", "signal:loop", "continue"]);
 }
 
