@@ -11,7 +11,7 @@ use crate::ports::{
     Clock, Dispatcher, Inbox, InboxEntry, InstanceStore, Outgoing, RequestStatus, SaveOutcome,
     TimerService,
 };
-use crate::record::{InstanceRecord, RequestOutcome, UserRequest};
+use crate::record::{InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
 use crate::time::Timestamp;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -162,6 +162,7 @@ struct QueueState {
     failing_sends: u32,
     sends: u64,
     messages: u64,
+    published: Vec<LifecycleEvent>,
 }
 
 /// A queue standing in for the atoms' SQS queues (one queue, every atom).
@@ -236,6 +237,11 @@ impl MemoryQueue {
         self.len() == 0
     }
 
+    /// Lifecycle events published so far (with any duplicates from re-sent outboxes).
+    pub fn published(&self) -> Vec<LifecycleEvent> {
+        lock(&self.state).published.clone()
+    }
+
     /// (send calls, messages sent).
     pub fn stats(&self) -> (u64, u64) {
         let state = lock(&self.state);
@@ -293,6 +299,12 @@ impl Dispatcher for MemoryQueue {
             state.messages += 1;
             state.push_with_faults(envelope, now.plus(delay));
         }
+        Ok(())
+    }
+
+    async fn publish(&self, events: Vec<LifecycleEvent>) -> Result<()> {
+        self.yields.point().await;
+        lock(&self.state).published.extend(events);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 use crate::envelope::Envelope;
 use crate::error::Result;
 use crate::ids::{InstanceId, RequestId, TimerId};
-use crate::record::{InstanceRecord, RequestOutcome, UserRequest};
+use crate::record::{InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,9 +45,11 @@ pub struct Outgoing {
     pub delay: Duration,
 }
 
-/// Delivers envelopes to their atoms' queues (at least once).
+/// Everything that leaves the runtime as a message: envelopes to their atoms' queues, and
+/// lifecycle events to whoever listens (an event bus). Both at least once.
 pub trait Dispatcher: Send + Sync {
     fn send(&self, batch: Vec<Outgoing>) -> impl Future<Output = Result<()>> + Send;
+    fn publish(&self, events: Vec<LifecycleEvent>) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Delivers an envelope at a point in time. Implementations pick the mechanism (a queue delay for

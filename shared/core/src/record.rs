@@ -264,6 +264,28 @@ pub enum Effect {
         request: RequestId,
         outcome: RequestOutcome,
     },
+    /// Tells the world an instance finished (an event bus on AWS).
+    Publish {
+        event: LifecycleEvent,
+    },
+}
+
+/// An instance finished. Published at least once; `id` is the same on every copy, so consumers
+/// can deduplicate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    /// `{instance}@{version}`.
+    pub id: String,
+    pub instance: InstanceId,
+    pub atom: String,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<InstanceId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: Timestamp,
 }
 
 /// A question to the user, as the inbox stores it.

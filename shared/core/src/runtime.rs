@@ -15,8 +15,8 @@ use crate::event::{AtomEvent, Event, ParentLink};
 use crate::ids::{CommandSlot, InstanceId, MessageId, RequestId, TimerId};
 use crate::ports::{Clock, Dispatcher, Inbox, InstanceStore, Outgoing, SaveOutcome, TimerService};
 use crate::record::{
-    Effect, InstanceRecord, MAX_RECORD_BYTES, PendingChild, PendingRequest, PendingTimer,
-    RequestOutcome, Status, UserRequest, Waiting,
+    Effect, InstanceRecord, LifecycleEvent, MAX_RECORD_BYTES, PendingChild, PendingRequest,
+    PendingTimer, RequestOutcome, Status, UserRequest, Waiting,
 };
 use crate::schema;
 use crate::time::Timestamp;
@@ -275,23 +275,28 @@ where
                     envelope,
                     delay: Duration::ZERO,
                 }),
-                // Cancellations and closings go last, after what this step started is out.
-                later @ (Effect::CancelTimer { .. } | Effect::CloseRequest { .. }) => {
-                    afterwards.push(later)
-                }
+                // Cancellations, closings and notices go last, after what this step started.
+                later @ (Effect::CancelTimer { .. }
+                | Effect::CloseRequest { .. }
+                | Effect::Publish { .. }) => afterwards.push(later),
             }
         }
         if !batch.is_empty() {
             self.dispatcher.send(batch).await?;
         }
+        let mut notices = Vec::new();
         for effect in afterwards {
             match effect {
                 Effect::CancelTimer { timer } => self.timers.cancel(&timer).await?,
                 Effect::CloseRequest { request, outcome } => {
                     self.inbox.close(&request, outcome, now).await?
                 }
+                Effect::Publish { event } => notices.push(event),
                 _ => {}
             }
+        }
+        if !notices.is_empty() {
+            self.dispatcher.publish(notices).await?;
         }
         Ok(())
     }
@@ -332,6 +337,7 @@ fn describe_effect(effect: &Effect) -> String {
         Effect::CloseRequest { request, outcome } => {
             format!("close request {request} ({outcome:?})")
         }
+        Effect::Publish { event } => format!("publish {}", event.status.as_str()),
     }
 }
 
@@ -1061,6 +1067,18 @@ impl<'a> Draft<'a> {
             }
             self.effects.push(Effect::Send { envelope });
         }
+        self.effects.push(Effect::Publish {
+            event: LifecycleEvent {
+                id: format!("{}@{}", self.record.id, self.record.version),
+                instance: self.record.id.clone(),
+                atom: self.record.atom.clone(),
+                status,
+                parent: self.record.parent.as_ref().map(|p| p.id.clone()),
+                result: result.clone(),
+                error: error.clone(),
+                at: self.now,
+            },
+        });
         self.record.status = status;
         self.record.result = result;
         self.record.error = error;
