@@ -1,14 +1,19 @@
-# reanimate: `make demo` runs the main job, `make test` runs every test. Both work on a fresh
-# machine with the Rust toolchain; nothing else is needed yet.
+# reanimate: `make demo` runs the main job, `make test` runs every test. Both set up what they
+# need on a fresh machine (the LocalStack venv included) and leave nothing running.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test lint check-core-deps unit demo bench clean
+.PHONY: test lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
-test: lint check-core-deps unit
+LOGS := target/test-logs
+VENV := .venv
+
+# Ends with one "N passed, N failed" line over every test run.
+test: lint check-core-deps unit localstack-tests
+	@tools/test-summary $(LOGS)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -22,11 +27,24 @@ check-core-deps:
 	fi
 	@echo "reanimate-core: no AWS crate in its dependency tree"
 
-# Ends with one "N passed, N failed" line summing every test binary's result.
 unit:
-	@mkdir -p target
-	set -o pipefail; SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
-	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test-output.log
+	@mkdir -p $(LOGS)
+	set -o pipefail; SIM_SEEDS=$(SIM_SEEDS) $(CARGO) test --workspace --locked 2>&1 | tee $(LOGS)/cargo.log
+
+# The LocalStack extension's own tests, against an emulator: the one at AWS_ENDPOINT_URL if set,
+# else one started here and stopped afterwards.
+localstack-tests: localstack-install
+	@mkdir -p $(LOGS)
+	set -o pipefail; localstack/stack with $(VENV)/bin/python -m pytest -q -p no:cacheprovider localstack/extension/tests 2>&1 | tee $(LOGS)/pytest.log
+
+localstack-install:
+	localstack/stack install
+
+localstack-start:
+	localstack/stack start
+
+localstack-stop:
+	localstack/stack stop
 
 demo:
 	$(CARGO) run -q -p reanimate-demo --locked

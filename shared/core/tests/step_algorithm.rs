@@ -328,8 +328,14 @@ fn messages_for_a_finished_instance_are_dropped() {
     assert_eq!(record(&sim, "p").status, Status::Completed);
     let published = sim.queue().published();
     assert_eq!(published.len(), 1, "one lifecycle event for the finish");
-    assert_eq!((published[0].id.as_str(), published[0].status), ("p@2", Status::Completed));
-    assert_eq!(published[0].result, Some(json!(["started", "signal:finish"])));
+    assert_eq!(
+        (published[0].id.as_str(), published[0].status),
+        ("p@2", Status::Completed)
+    );
+    assert_eq!(
+        published[0].result,
+        Some(json!(["started", "signal:finish"]))
+    );
     match handle(&sim, signal_env("m2", "p", "late", Value::Null)) {
         Ok(Disposition::Ignored { reason }) => assert_eq!(reason, "instance is already completed"),
         other => panic!("{other:?}"),

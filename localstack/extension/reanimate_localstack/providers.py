@@ -1,0 +1,13 @@
+"""Provider plugins, registered under ``localstack.aws.provider`` in pyproject.toml."""
+
+from localstack.services.plugins import Service, aws_provider
+
+
+@aws_provider(api="dynamodb", name="moto")
+def dynamodb_moto():
+    from localstack.services.moto import MotoFallbackDispatcher
+
+    from reanimate_localstack.dynamodb import MotoDynamoDBProvider
+
+    provider = MotoDynamoDBProvider()
+    return Service.for_provider(provider, dispatch_table_factory=MotoFallbackDispatcher)
