@@ -6,13 +6,13 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test integration lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
 
 # Ends with one "N passed, N failed" line over every test run.
-test: lint check-core-deps unit localstack-tests
+test: lint check-core-deps unit localstack-tests integration
 	@tools/test-summary $(LOGS)
 
 lint:
@@ -36,6 +36,11 @@ unit:
 localstack-tests: localstack-install
 	@mkdir -p $(LOGS)
 	set -o pipefail; localstack/stack with $(VENV)/bin/python -m pytest -q -p no:cacheprovider localstack/extension/tests 2>&1 | tee $(LOGS)/pytest.log
+
+# Tests through real AWS API calls (ignored by plain `cargo test`), against an emulator as above.
+integration: localstack-install
+	@mkdir -p $(LOGS)
+	set -o pipefail; localstack/stack with $(CARGO) test -p reanimate-tests --test aws_adapters --locked -- --ignored 2>&1 | tee $(LOGS)/integration.log
 
 localstack-install:
 	localstack/stack install

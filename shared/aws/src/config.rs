@@ -1,0 +1,83 @@
+//! The stack's configuration, read from the environment the infrastructure template sets.
+
+use reanimate_core::{Error, Result};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Where messages for one atom type go.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Route {
+    /// The atom's queue URL (for SQS calls).
+    pub url: String,
+    /// The atom's queue ARN (as an EventBridge Scheduler target).
+    pub arn: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StackConfig {
+    pub instances_table: String,
+    pub inbox_table: String,
+    /// atom type → its queue.
+    pub routes: HashMap<String, Route>,
+    pub schedule_group: String,
+    /// The role EventBridge Scheduler assumes to send to the queues.
+    pub scheduler_role_arn: String,
+    pub event_bus: String,
+    /// Timers due within this are SQS delays (SQS allows up to 900 s); later ones are schedules.
+    pub max_queue_delay: Duration,
+    /// How long finished instances are kept before DynamoDB's TTL removes them.
+    pub retention: Duration,
+}
+
+fn var(name: &str) -> Result<String> {
+    std::env::var(name)
+        .map_err(|_| Error::terminal(format!("environment variable {name} is not set")))
+}
+
+impl StackConfig {
+    /// Reads `REANIMATE_*` variables; a missing or malformed one is an error naming it.
+    pub fn from_env() -> Result<Self> {
+        let routes_json = var("REANIMATE_ROUTES")?;
+        let routes: HashMap<String, Route> = serde_json::from_str(&routes_json).map_err(|e| {
+            Error::terminal(format!(
+                "REANIMATE_ROUTES is not a JSON object of atom → {{url, arn}}: {e}"
+            ))
+        })?;
+        let seconds = |name: &str, default: u64| -> Result<Duration> {
+            match std::env::var(name) {
+                Err(_) => Ok(Duration::from_secs(default)),
+                Ok(v) => v.parse().map(Duration::from_secs).map_err(|_| {
+                    Error::terminal(format!("{name}={v:?} is not a number of seconds"))
+                }),
+            }
+        };
+        let max_queue_delay = seconds("REANIMATE_MAX_QUEUE_DELAY_SECS", 900)?;
+        if max_queue_delay > Duration::from_secs(900) {
+            return Err(Error::terminal(
+                "REANIMATE_MAX_QUEUE_DELAY_SECS cannot exceed SQS's 900-second maximum delay",
+            ));
+        }
+        Ok(Self {
+            instances_table: var("REANIMATE_INSTANCES_TABLE")?,
+            inbox_table: var("REANIMATE_INBOX_TABLE")?,
+            routes,
+            schedule_group: var("REANIMATE_SCHEDULE_GROUP")?,
+            scheduler_role_arn: var("REANIMATE_SCHEDULER_ROLE_ARN")?,
+            event_bus: var("REANIMATE_EVENT_BUS")?,
+            max_queue_delay,
+            retention: seconds("REANIMATE_RETENTION_SECS", 30 * 24 * 3600)?,
+        })
+    }
+
+    pub fn route(&self, atom: &str) -> Result<&Route> {
+        self.routes.get(atom).ok_or_else(|| {
+            let mut known: Vec<_> = self.routes.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            Error::terminal(format!(
+                "no queue is configured for atom type {atom:?} (configured: {})",
+                known.join(", ")
+            ))
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! Counts the AWS requests each adapter makes, per service and operation, so tests and
+//! benchmarks can assert requests per step. One set per process, shared by every adapter.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    DynamoDb,
+    Sqs,
+    Scheduler,
+    EventBridge,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::DynamoDb,
+        Service::Sqs,
+        Service::Scheduler,
+        Service::EventBridge,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::DynamoDb => "dynamodb",
+            Service::Sqs => "sqs",
+            Service::Scheduler => "scheduler",
+            Service::EventBridge => "eventbridge",
+        }
+    }
+}
+
+/// Request counters, cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct RequestCounters(Arc<Mutex<BTreeMap<(Service, &'static str), u64>>>);
+
+impl RequestCounters {
+    /// Counts one `operation` request (e.g. "PutItem") to `service`.
+    pub fn count(&self, service: Service, operation: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((service, operation))
+            .or_default() += 1;
+    }
+
+    pub fn get(&self, service: Service, operation: &'static str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(service, operation))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All requests to `service`.
+    pub fn total(&self, service: Service) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((s, _), _)| *s == service)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every (service, operation, requests) counted so far.
+    pub fn snapshot(&self) -> Vec<(Service, &'static str, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((s, o), n)| (*s, *o, *n))
+            .collect()
+    }
+}
+
+impl fmt::Debug for RequestCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (service, operation, n) in self.snapshot() {
+            map.entry(&format!("{}.{operation}", service.name()), &n);
+        }
+        map.finish()
+    }
+}

@@ -1,0 +1,59 @@
+//! Maps AWS SDK errors onto the runtime's taxonomy: retryable (throttling, 5xx, network, a missing
+//! resource during a deploy) or terminal (a request AWS will never accept).
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use reanimate_core::Error;
+use std::fmt::Debug;
+
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalServerError",
+    "InternalFailure",
+    "ResourceNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+];
+
+/// Classifies an SDK error; `what` names the call for the message ("DynamoDB PutItem").
+pub fn classify<E, R>(what: &str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ConstructionFailure(_) => {
+            Error::terminal(format!("{what}: the request could not be built: {err:?}"))
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Error::retryable(format!("{what}: {}", display_chain(&err)))
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown");
+            let message = service.err().message().unwrap_or("");
+            if RETRYABLE_CODES.contains(&code) {
+                Error::retryable(format!("{what}: {code}: {message}"))
+            } else {
+                Error::terminal(format!("{what}: {code}: {message}"))
+            }
+        }
+        _ => Error::retryable(format!("{what}: {}", display_chain(&err))),
+    }
+}
+
+/// The error and its sources, on one line.
+fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

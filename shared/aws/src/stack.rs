@@ -1,0 +1,71 @@
+//! Assembling the runtime on AWS: SDK clients built once per process, adapters sharing one set of
+//! request counters.
+
+use crate::config::StackConfig;
+use crate::counters::RequestCounters;
+use crate::dynamo::{DynamoInbox, DynamoStore};
+use crate::messaging::AwsDispatcher;
+use crate::timers::AwsTimers;
+use reanimate_core::ports::SystemClock;
+use reanimate_core::{Registry, Runtime};
+use std::sync::Arc;
+
+/// The runtime on AWS.
+pub type AwsRuntime =
+    Runtime<DynamoStore, AwsDispatcher, AwsTimers<SystemClock>, DynamoInbox, SystemClock>;
+
+/// The SDK clients, one of each, from the default chain (`AWS_ENDPOINT_URL` points them at an
+/// emulator).
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
+    pub events: aws_sdk_eventbridge::Client,
+}
+
+impl Clients {
+    pub async fn from_env() -> Self {
+        let shared = aws_config::load_from_env().await;
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            scheduler: aws_sdk_scheduler::Client::new(&shared),
+            events: aws_sdk_eventbridge::Client::new(&shared),
+        }
+    }
+}
+
+/// Builds the runtime for `registry` on `config`'s resources.
+pub fn runtime(
+    registry: Registry,
+    clients: &Clients,
+    config: Arc<StackConfig>,
+    counters: &RequestCounters,
+) -> AwsRuntime {
+    let store = DynamoStore::new(
+        clients.dynamodb.clone(),
+        &config.instances_table,
+        config.retention,
+        counters.clone(),
+    );
+    let inbox = DynamoInbox::new(
+        clients.dynamodb.clone(),
+        &config.inbox_table,
+        counters.clone(),
+    );
+    let dispatcher = AwsDispatcher::new(
+        clients.sqs.clone(),
+        clients.events.clone(),
+        Arc::clone(&config),
+        counters.clone(),
+    );
+    let timers = AwsTimers::new(
+        clients.sqs.clone(),
+        clients.scheduler.clone(),
+        Arc::clone(&config),
+        counters.clone(),
+        SystemClock,
+    );
+    Runtime::new(registry, store, dispatcher, timers, inbox, SystemClock)
+}

@@ -1,0 +1,175 @@
+//! Timers: due within `max_queue_delay` (≤ 900 s) → an SQS message with `DelaySeconds`; later →
+//! a one-time EventBridge Scheduler schedule `at(...)` that sends the envelope to the atom's queue
+//! and deletes itself. Schedules are named after the timer id, so scheduling twice is harmless.
+
+use crate::config::StackConfig;
+use crate::counters::{RequestCounters, Service};
+use crate::errors::classify;
+use crate::messaging::entry;
+use aws_sdk_scheduler::types::{
+    ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
+};
+use reanimate_core::ports::Clock;
+use reanimate_core::{Envelope, Error, Result, TimerId, Timestamp};
+use std::sync::Arc;
+
+/// A schedule name for a timer: Scheduler allows 64 characters of `[0-9a-zA-Z-_.]`, timer ids
+/// are longer and freer, so the name is a 128-bit hash of the id.
+pub fn schedule_name(timer: &TimerId) -> String {
+    let hash = |seed: u64| {
+        timer.as_str().bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    format!(
+        "t-{:016x}{:016x}",
+        hash(0xcbf2_9ce4_8422_2325),
+        hash(0x84222325_cbf29ce4)
+    )
+}
+
+/// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up to the next second.
+pub fn at_expression(at: Timestamp) -> String {
+    let rounded = Timestamp::from_millis(at.as_millis().div_ceil(1000) * 1000);
+    let text = rounded.to_string(); // 2026-11-26T07:00:00.000Z
+    format!("at({})", &text[..19])
+}
+
+#[derive(Clone, Debug)]
+pub struct AwsTimers<C> {
+    sqs: aws_sdk_sqs::Client,
+    scheduler: aws_sdk_scheduler::Client,
+    config: Arc<StackConfig>,
+    counters: RequestCounters,
+    clock: C,
+}
+
+impl<C: Clock> AwsTimers<C> {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        scheduler: aws_sdk_scheduler::Client,
+        config: Arc<StackConfig>,
+        counters: RequestCounters,
+        clock: C,
+    ) -> Self {
+        Self {
+            sqs,
+            scheduler,
+            config,
+            counters,
+            clock,
+        }
+    }
+}
+
+impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
+    async fn schedule(&self, timer: &TimerId, at: Timestamp, envelope: Envelope) -> Result<()> {
+        let route = self.config.route(&envelope.atom)?;
+        let delay = self.clock.now().until(at);
+        if delay <= self.config.max_queue_delay {
+            let (entry, _) = entry(0, &envelope, delay)?;
+            self.counters.count(Service::Sqs, "SendMessage");
+            self.sqs
+                .send_message()
+                .queue_url(&route.url)
+                .message_body(entry.message_body)
+                .delay_seconds(entry.delay_seconds.unwrap_or(0))
+                .set_message_attributes(entry.message_attributes)
+                .send()
+                .await
+                .map_err(|e| classify("SQS SendMessage (timer)", e))?;
+            return Ok(());
+        }
+        let target = Target::builder()
+            .arn(&route.arn)
+            .role_arn(&self.config.scheduler_role_arn)
+            .input(envelope.to_json())
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule target: {e}")))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule window: {e}")))?;
+        self.counters.count(Service::Scheduler, "CreateSchedule");
+        let result = self
+            .scheduler
+            .create_schedule()
+            .name(schedule_name(timer))
+            .group_name(&self.config.schedule_group)
+            .schedule_expression(at_expression(at))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .target(target)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .description(format!("reanimate timer {timer}"))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conflict_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(classify("Scheduler CreateSchedule", err)),
+        }
+    }
+
+    async fn cancel(&self, timer: &TimerId) -> Result<()> {
+        // A queue-delayed timer cannot be withdrawn; its late firing is ignored by the runtime.
+        // Deleting a schedule that does not exist is the common, harmless case.
+        self.counters.count(Service::Scheduler, "DeleteSchedule");
+        let result = self
+            .scheduler
+            .delete_schedule()
+            .name(schedule_name(timer))
+            .group_name(&self.config.schedule_group)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(classify("Scheduler DeleteSchedule", err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_names_fit_schedulers_rules() {
+        let timer = TimerId::new("email-assistant/3.1@7.2 with spaces and ünïcode".repeat(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let name = schedule_name(&timer);
+        assert!(name.len() <= 64);
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{name}"
+        );
+        let other = TimerId::new("email-assistant/3.1@7.3").unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(name, schedule_name(&other));
+    }
+
+    #[test]
+    fn at_expressions_are_utc_seconds_rounded_up() {
+        assert_eq!(
+            at_expression(Timestamp::from_millis(1_795_676_400_000)),
+            "at(2026-11-26T07:00:00)"
+        );
+        assert_eq!(
+            at_expression(Timestamp::from_millis(1_795_676_400_001)),
+            "at(2026-11-26T07:00:01)"
+        );
+    }
+}

@@ -1,0 +1,527 @@
+//! The AWS adapters through real AWS API calls against an emulator (LocalStack via
+//! `make test`, or whatever `AWS_ENDPOINT_URL` names). Each test makes its own tables and queues.
+//!
+//! Messages are taken from the queues by `Pump`, a test driver standing in for Lambda's SQS event
+//! source mapping: it receives a batch, hands it to the real Lambda handler (`handle_event`),
+//! and deletes what the handler did not report as failed — what the mapping does.
+//!
+//! Ignored by default (they need an emulator); `make test` runs them with `--ignored`.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use reanimate_atoms::approval::ApprovalInput;
+use reanimate_atoms::fan_out::FanOutInput;
+use reanimate_aws::lambda::{DeadLetters, handle_event};
+use reanimate_aws::{AwsRuntime, Clients, RequestCounters, Route, Service, StackConfig};
+use reanimate_core::ports::{Inbox, InstanceStore};
+use reanimate_core::{InstanceId, Status};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ATOMS: [&str; 4] = ["countdown", "fan-out", "worker", "approval"];
+
+struct Stack {
+    clients: Clients,
+    config: Arc<StackConfig>,
+    dead_letter_url: String,
+    counters: RequestCounters,
+    runtime: AwsRuntime,
+}
+
+fn ok<T>(built: Result<T, aws_sdk_dynamodb::error::BuildError>) -> T {
+    built.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
+}
+
+async fn create_queue(clients: &Clients, name: &str) -> Route {
+    let url = clients
+        .sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "2")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create queue {name}: {e:?}"))
+        .queue_url
+        .unwrap_or_default();
+    let attrs = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("queue attributes: {e:?}"));
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    Route { url, arn }
+}
+
+/// Creates the stack's resources (what the template will declare) under fresh names.
+async fn stack() -> Stack {
+    let clients = Clients::from_env().await;
+    let run = unique("it");
+    let instances_table = format!("{run}-instances");
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
+    let attr = |name: &str, kind| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+    };
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&instances_table)
+        .key_schema(ok(key("id", KeyType::Hash)))
+        .attribute_definitions(ok(attr("id", ScalarAttributeType::S)))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table: {e:?}"));
+    clients
+        .dynamodb
+        .update_time_to_live()
+        .table_name(&instances_table)
+        .time_to_live_specification(ok(TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("expires_at")
+            .build()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ttl: {e:?}"));
+    let inbox_table = format!("{run}-inbox");
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&inbox_table)
+        .key_schema(ok(key("id", KeyType::Hash)))
+        .attribute_definitions(ok(attr("id", ScalarAttributeType::S)))
+        .attribute_definitions(ok(attr("status", ScalarAttributeType::S)))
+        .attribute_definitions(ok(attr("created_at", ScalarAttributeType::N)))
+        .global_secondary_indexes(ok(GlobalSecondaryIndex::builder()
+            .index_name(reanimate_aws::dynamo::INBOX_STATUS_INDEX)
+            .key_schema(ok(key("status", KeyType::Hash)))
+            .key_schema(ok(key("created_at", KeyType::Range)))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create inbox table: {e:?}"));
+    let mut routes = HashMap::new();
+    for atom in ATOMS {
+        routes.insert(
+            atom.to_string(),
+            create_queue(&clients, &format!("{run}-{atom}")).await,
+        );
+    }
+    let dead_letter_url = create_queue(&clients, &format!("{run}-dead-letters"))
+        .await
+        .url;
+    let event_bus = format!("{run}-bus");
+    clients
+        .events
+        .create_event_bus()
+        .name(&event_bus)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("bus: {e:?}"));
+    let schedule_group = format!("{run}-timers");
+    clients
+        .scheduler
+        .create_schedule_group()
+        .name(&schedule_group)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("schedule group: {e:?}"));
+    let config = Arc::new(StackConfig {
+        instances_table,
+        inbox_table,
+        routes,
+        schedule_group,
+        scheduler_role_arn: "arn:aws:iam::000000000000:role/reanimate-scheduler".into(),
+        event_bus,
+        max_queue_delay: Duration::from_secs(900),
+        retention: Duration::from_secs(3600),
+    });
+    let counters = RequestCounters::default();
+    let runtime = reanimate_aws::stack::runtime(
+        reanimate_atoms::registry(),
+        &clients,
+        Arc::clone(&config),
+        &counters,
+    );
+    Stack {
+        clients,
+        config,
+        dead_letter_url,
+        counters,
+        runtime,
+    }
+}
+
+impl Stack {
+    fn dead_letters(&self) -> DeadLetters {
+        DeadLetters {
+            sqs: self.clients.sqs.clone(),
+            url: self.dead_letter_url.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// Sends a raw body to an atom's queue, as `aws sqs send-message` would.
+    async fn send_raw(&self, atom: &str, body: &str) {
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.config.routes[atom].url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+
+    async fn start(&self, atom: &str, instance: &str, input: Value) {
+        let body = json!({
+            "schema": 1, "id": format!("start:{instance}"), "target": instance, "atom": atom,
+            "event": {"kind": "started", "input": input}
+        });
+        self.send_raw(atom, &body.to_string()).await;
+    }
+
+    /// One pass over every atom queue: receive a batch, run the handler, delete what succeeded.
+    async fn pump_once(&self) -> usize {
+        let mut handled = 0;
+        for atom in ATOMS {
+            let url = &self.config.routes[atom].url;
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("receive: {e:?}"));
+            let messages = out.messages();
+            if messages.is_empty() {
+                continue;
+            }
+            let mut event = SqsEvent::default();
+            for m in messages {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.receipt_handle = m.receipt_handle.clone();
+                record.body = m.body.clone();
+                event.records.push(record);
+            }
+            let response = handle_event(&self.runtime, &self.dead_letters(), event).await;
+            let failed: Vec<_> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect();
+            for m in messages {
+                if !failed.contains(&m.message_id.clone().unwrap_or_default()) {
+                    self.clients
+                        .sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("delete: {e:?}"));
+                }
+                handled += 1;
+            }
+        }
+        handled
+    }
+
+    /// Pumps until `done` holds, within `limit`.
+    async fn pump_until<F>(&self, limit: Duration, mut done: F)
+    where
+        F: AsyncFnMut(&Stack) -> bool,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(self).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not reached within {limit:?}"
+            );
+            self.pump_once().await;
+        }
+    }
+
+    async fn status(&self, instance: &str) -> Option<Status> {
+        let id = InstanceId::new(instance).unwrap_or_else(|e| panic!("{e}"));
+        self.runtime
+            .store()
+            .load(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|r| r.status)
+    }
+
+    async fn record(&self, instance: &str) -> reanimate_core::InstanceRecord {
+        let id = InstanceId::new(instance).unwrap_or_else(|e| panic!("{e}"));
+        self.runtime
+            .store()
+            .load(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no {instance}"))
+    }
+
+    async fn dead_letter_reasons(&self) -> Vec<String> {
+        let out = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&self.dead_letter_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive dead letters: {e:?}"));
+        out.messages()
+            .iter()
+            .filter_map(|m| {
+                m.message_attributes()?
+                    .get("reanimate-error")?
+                    .string_value
+                    .clone()
+            })
+            .collect()
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn an_atom_started_by_a_plain_sqs_message_fans_out_and_in() {
+    let stack = stack().await;
+    let input = FanOutInput {
+        workers: 3,
+        items_per_worker: 4,
+        page_size: 2,
+        failing_worker: None,
+        countdown: None,
+        spawn_per_step: 2,
+    };
+    stack.start("fan-out", "job-1", json!(input)).await;
+    stack
+        .pump_until(LIMIT, async |s| {
+            s.status("job-1").await == Some(Status::Completed)
+        })
+        .await;
+    let root = stack.record("job-1").await;
+    let output = root.result.unwrap_or_default();
+    assert_eq!(output["completed"], 3);
+    assert_eq!(
+        output["progress_reports"], 12,
+        "every item reported once: {output}"
+    );
+    assert!(
+        root.outbox
+            .iter()
+            .any(|e| matches!(e, reanimate_core::record::Effect::Publish { .. }))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn the_same_message_delivered_twice_is_applied_once() {
+    let stack = stack().await;
+    let input = json!({"from": 1, "interval_secs": 3600});
+    stack.start("countdown", "twice", input.clone()).await;
+    stack.start("countdown", "twice", input).await;
+    let signal = json!({"schema": 1, "id": "client:extend", "target": "twice", "atom": "countdown",
+        "event": {"kind": "signal", "name": "extend", "payload": {"by": 2}}});
+    stack
+        .pump_until(LIMIT, async |s| s.status("twice").await.is_some())
+        .await;
+    stack.send_raw("countdown", &signal.to_string()).await;
+    stack.send_raw("countdown", &signal.to_string()).await;
+    stack
+        .pump_until(LIMIT, async |s| s.record("twice").await.transitions >= 2)
+        .await;
+    while stack.pump_once().await > 0 {}
+    let record = stack.record("twice").await;
+    assert_eq!(record.transitions, 2, "start and one extend, each once");
+    let state: Value = serde_json::from_str(&record.state).unwrap_or_default();
+    assert_eq!(state["remaining"], 3);
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn bad_records_go_to_the_dead_letter_queue_with_a_reason_and_the_batch_succeeds() {
+    let stack = stack().await;
+    stack.send_raw("countdown", "this is not json").await;
+    stack.send_raw("countdown", r#"{"schema":1,"id":"m","target":"x","atom":"no-such-atom","event":{"kind":"started","input":{}}}"#).await;
+    stack
+        .start(
+            "countdown",
+            "good",
+            json!({"from": 1, "interval_secs": 3600}),
+        )
+        .await;
+    stack
+        .pump_until(LIMIT, async |s| s.status("good").await.is_some())
+        .await;
+    let mut reasons = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while reasons.len() < 2 && Instant::now() < deadline {
+        reasons.extend(stack.dead_letter_reasons().await);
+    }
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("message body is not a JSON envelope"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("unknown atom type \"no-such-atom\""),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn a_question_is_answered_through_the_inbox_and_a_bad_answer_is_refused() {
+    let stack = stack().await;
+    let input = ApprovalInput {
+        question: "Deploy?".into(),
+        timeout_secs: 3600,
+        remind_after_secs: None,
+    };
+    stack.start("approval", "ask-1", json!(input)).await;
+    stack
+        .pump_until(LIMIT, async |s| s.status("ask-1").await.is_some())
+        .await;
+    let open = stack
+        .runtime
+        .inbox()
+        .list_open()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = open
+        .iter()
+        .find(|e| e.request.instance.as_str() == "ask-1")
+        .unwrap_or_else(|| panic!("no request: {open:?}"));
+    let id = request.request.id.clone();
+    let clock = reanimate_core::ports::SystemClock;
+    let refused = reanimate_core::client::answer(
+        stack.runtime.inbox(),
+        stack.runtime.dispatcher(),
+        &clock,
+        &id,
+        json!({"approved": "yes"}),
+    )
+    .await;
+    let error = refused.expect_err("a string is not a boolean");
+    assert!(error.reason.contains("/approved"), "{error}");
+    reanimate_core::client::answer(
+        stack.runtime.inbox(),
+        stack.runtime.dispatcher(),
+        &clock,
+        &id,
+        json!({"approved": true, "comment": "go"}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    stack
+        .pump_until(LIMIT, async |s| {
+            s.status("ask-1").await == Some(Status::Completed)
+        })
+        .await;
+    let result = stack.record("ask-1").await.result.unwrap_or_default();
+    assert_eq!(
+        (result["approved"].clone(), result["outcome"].clone()),
+        (json!(true), json!("answered"))
+    );
+    let entry = stack
+        .runtime
+        .inbox()
+        .get(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("gone"));
+    assert_eq!(
+        entry.answer,
+        Some(json!({"approved": true, "comment": "go"}))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn a_conflict_free_step_makes_one_read_and_one_write() {
+    let stack = stack().await;
+    stack
+        .start(
+            "countdown",
+            "count-me",
+            json!({"from": 2, "interval_secs": 3600}),
+        )
+        .await;
+    stack
+        .pump_until(LIMIT, async |s| s.status("count-me").await.is_some())
+        .await;
+    let before = (
+        stack.counters.get(Service::DynamoDb, "GetItem"),
+        stack.counters.get(Service::DynamoDb, "PutItem"),
+    );
+    let signal = json!({"schema": 1, "id": "c:1", "target": "count-me", "atom": "countdown",
+        "event": {"kind": "signal", "name": "extend", "payload": {"by": 1}}});
+    stack.send_raw("countdown", &signal.to_string()).await;
+    stack
+        .pump_until(LIMIT, async |s| s.record("count-me").await.transitions == 2)
+        .await;
+    // The polling above reads the store too; count only the handler's calls: one step, one message.
+    let reads = stack.counters.get(Service::DynamoDb, "GetItem") - before.0;
+    let writes = stack.counters.get(Service::DynamoDb, "PutItem") - before.1;
+    assert_eq!(writes, 1, "{:?}", stack.counters);
+    assert!(reads >= 1);
+    // Both steps armed the tick (a queue delay or a schedule, depending on how far the next hour
+    // is), and the second one cancelled the first arming.
+    let armed = stack.counters.get(Service::Sqs, "SendMessage")
+        + stack.counters.get(Service::Scheduler, "CreateSchedule");
+    assert_eq!(armed, 2, "{:?}", stack.counters);
+    assert_eq!(
+        stack.counters.get(Service::Scheduler, "DeleteSchedule"),
+        1,
+        "{:?}",
+        stack.counters
+    );
+}
