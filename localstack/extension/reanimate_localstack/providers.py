@@ -11,3 +11,17 @@ def dynamodb_moto():
 
     provider = MotoDynamoDBProvider()
     return Service.for_provider(provider, dispatch_table_factory=MotoFallbackDispatcher)
+
+
+from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin  # noqa: E402
+
+
+class HostRuntimeExecutorPlugin(RuntimeExecutorPlugin):
+    """``LAMBDA_RUNTIME_EXECUTOR=host``: run each function's bootstrap as a host process."""
+
+    name = "host"
+
+    def load(self, *args, **kwargs):
+        from reanimate_localstack.host_executor import HostRuntimeExecutor
+
+        return HostRuntimeExecutor
