@@ -25,3 +25,12 @@ class HostRuntimeExecutorPlugin(RuntimeExecutorPlugin):
         from reanimate_localstack.host_executor import HostRuntimeExecutor
 
         return HostRuntimeExecutor
+
+
+@aws_provider(api="scheduler", name="reanimate")
+def scheduler_reanimate():
+    from localstack.services.moto import MotoFallbackDispatcher
+
+    from reanimate_localstack.scheduler import DeliveringSchedulerProvider
+
+    return Service.for_provider(DeliveringSchedulerProvider(), dispatch_table_factory=MotoFallbackDispatcher)
