@@ -6,13 +6,13 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test integration lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
 
 # Ends with one "N passed, N failed" line over every test run.
-test: lint check-core-deps unit localstack-tests integration
+test: lint check-core-deps unit localstack-tests integration integ
 	@tools/test-summary $(LOGS)
 
 lint:
@@ -41,6 +41,22 @@ localstack-tests: localstack-install
 integration: localstack-install
 	@mkdir -p $(LOGS)
 	set -o pipefail; localstack/stack with $(CARGO) test -p reanimate-tests --test aws_adapters --locked -- --ignored 2>&1 | tee $(LOGS)/integration.log
+
+# The stack deployed on an emulator (started here unless AWS_ENDPOINT_URL answers), tested
+# through SQS → Lambda → DynamoDB/SQS/Scheduler.
+integ: localstack-install lambdas template-lint
+	@mkdir -p $(LOGS)
+	set -o pipefail; localstack/stack with tools/integ 2>&1 | tee $(LOGS)/integ.log
+
+# Each atom's Lambda binary (`bootstrap`), x86_64 for the emulator on this machine. For AWS:
+# `cargo lambda build --release --arm64` (needs the aarch64 rust target) and deploy with
+# --architecture arm64.
+FUNCTIONS := $(patsubst functions/%/Cargo.toml,reanimate-fn-%,$(wildcard functions/*/Cargo.toml))
+lambdas: localstack-install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --bins --locked $(addprefix -p ,$(FUNCTIONS))
+
+template-lint: localstack-install
+	$(VENV)/bin/cfn-lint infra/template.yaml
 
 localstack-install:
 	localstack/stack install

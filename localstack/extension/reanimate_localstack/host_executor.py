@@ -143,7 +143,10 @@ class HostRuntimeExecutor(RuntimeExecutor):
         self._spawn()
 
     def _code_dir(self) -> str:
-        return str(self.function_version.config.code.get_unzipped_code_location())
+        code = self.function_version.config.code
+        # Idempotent; an updated function's new code may not be unpacked yet.
+        code.prepare_for_execution()
+        return str(code.get_unzipped_code_location())
 
     def _spawn(self) -> None:
         code_dir = self._code_dir()

@@ -1,0 +1,428 @@
+//! The deployed stack, through the real path: a plain SQS message → the queue's event source
+//! mapping → the atom's Lambda (a cargo-lambda `bootstrap`) → DynamoDB / SQS / Scheduler → the next
+//! Lambda. Nothing here calls the runtime directly: tests send messages, answer through the inbox
+//! and watch the tables and dead-letter queues.
+//!
+//! `make integ` builds the functions, deploys `infra/template.yaml` (timers over 2 s go through
+//! EventBridge Scheduler) and runs these; the stack's outputs come from
+//! `.localstack/stack-outputs.json` (or `REANIMATE_STACK_OUTPUTS`). Ignored by plain `cargo test`.
+
+use reanimate_aws::{Clients, RequestCounters, Route, StackConfig};
+use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
+use reanimate_core::{InstanceId, InstanceRecord, Status};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ATOMS: [(&str, &str); 4] = [
+    ("countdown", "Countdown"),
+    ("fan-out", "FanOut"),
+    ("worker", "Worker"),
+    ("approval", "Approval"),
+];
+const LIMIT: Duration = Duration::from_secs(90);
+
+struct Deployed {
+    clients: Clients,
+    outputs: HashMap<String, String>,
+    runtime: reanimate_aws::AwsRuntime,
+}
+
+async fn deployed() -> Deployed {
+    let path = std::env::var("REANIMATE_STACK_OUTPUTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../.localstack/stack-outputs.json"
+        )
+        .to_string()
+    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (deploy first: make integ)"));
+    let outputs: HashMap<String, String> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let out = |key: &str| {
+        outputs
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no output {key}"))
+    };
+    let routes = ATOMS
+        .iter()
+        .map(|(atom, name)| {
+            (
+                atom.to_string(),
+                Route {
+                    url: out(&format!("{name}QueueUrl")),
+                    arn: out(&format!("{name}QueueArn")),
+                },
+            )
+        })
+        .collect();
+    let config = Arc::new(StackConfig {
+        instances_table: out("InstancesTable"),
+        inbox_table: out("InboxTable"),
+        routes,
+        schedule_group: out("TimerGroup"),
+        scheduler_role_arn: out("SchedulerRoleArn"),
+        event_bus: out("EventBus"),
+        max_queue_delay: Duration::from_secs(2),
+        retention: Duration::from_secs(3600),
+    });
+    let clients = Clients::from_env().await;
+    // Used here only as a client of the tables and queues (reads, inbox answers), never to step.
+    let runtime = reanimate_aws::stack::runtime(
+        reanimate_atoms::registry(),
+        &clients,
+        config,
+        &RequestCounters::default(),
+    );
+    Deployed {
+        clients,
+        outputs,
+        runtime,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
+}
+
+impl Deployed {
+    fn queue(&self, atom: &str) -> String {
+        let name = ATOMS
+            .iter()
+            .find(|(a, _)| *a == atom)
+            .map(|(_, n)| *n)
+            .unwrap_or_else(|| panic!("{atom}"));
+        self.outputs[&format!("{name}QueueUrl")].clone()
+    }
+
+    async fn send_raw(&self, atom: &str, body: &str) {
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(self.queue(atom))
+            .message_body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("send: {e:?}"));
+    }
+
+    async fn start(&self, atom: &str, instance: &str, input: Value) {
+        let body = json!({"schema": 1, "id": format!("start:{instance}"), "target": instance, "atom": atom,
+            "event": {"kind": "started", "input": input}});
+        self.send_raw(atom, &body.to_string()).await;
+    }
+
+    async fn send_event(&self, atom: &str, instance: &str, id: &str, event: Value) {
+        let body = json!({"schema": 1, "id": id, "target": instance, "atom": atom, "event": event});
+        self.send_raw(atom, &body.to_string()).await;
+    }
+
+    async fn load(&self, instance: &str) -> Option<InstanceRecord> {
+        let id = InstanceId::new(instance).unwrap_or_else(|e| panic!("{e}"));
+        self.runtime
+            .store()
+            .load(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Polls the instance until `done` holds for it, within `LIMIT`.
+    async fn wait_for(
+        &self,
+        instance: &str,
+        what: &str,
+        done: impl Fn(&InstanceRecord) -> bool,
+    ) -> InstanceRecord {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(record) = self.load(instance).await
+                && done(&record)
+            {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{instance}: not {what} within {LIMIT:?}: {:?}",
+                self.load(instance).await
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn finished(&self, instance: &str) -> InstanceRecord {
+        self.wait_for(instance, "finished", |r| r.status.is_finished())
+            .await
+    }
+
+    /// Reasons attached to dead letters of `atom` that mention `needle`.
+    async fn dead_letters(&self, atom: &str, needle: &str, want: usize) -> Vec<String> {
+        let name = ATOMS
+            .iter()
+            .find(|(a, _)| *a == atom)
+            .map(|(_, n)| *n)
+            .unwrap_or_default();
+        let url = &self.outputs[&format!("{name}DeadLettersUrl")];
+        let deadline = Instant::now() + LIMIT;
+        let mut found = Vec::new();
+        while found.len() < want && Instant::now() < deadline {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            for m in out.messages() {
+                let body = m.body().unwrap_or_default();
+                if let Some(reason) = m
+                    .message_attributes()
+                    .and_then(|a| a.get("reanimate-error"))
+                    .and_then(|v| v.string_value.clone())
+                    && body.contains(needle)
+                {
+                    found.push(reason);
+                }
+            }
+        }
+        found
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn fan_out_and_fan_in_with_progress_through_the_lambdas() {
+    let stack = deployed().await;
+    let job = unique("fan");
+    stack
+        .start(
+            "fan-out",
+            &job,
+            json!({"workers": 3, "items_per_worker": 5, "page_size": 2, "failing_worker": 1}),
+        )
+        .await;
+    let root = stack.finished(&job).await;
+    assert_eq!(root.status, Status::Completed, "{:?}", root.error);
+    let output = root.result.unwrap_or_default();
+    assert_eq!(
+        (output["completed"].clone(), output["failed"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(
+        output["progress_reports"],
+        2 * 5 + 2,
+        "each reported item arrives once"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn a_short_timer_is_a_queue_delay_and_a_long_one_a_schedule() {
+    let stack = deployed().await;
+    // 1-second ticks (under the 2-second threshold: SQS delays).
+    let short = unique("tick");
+    stack
+        .start("countdown", &short, json!({"from": 2, "interval_secs": 1}))
+        .await;
+    // A 4-second deadline (over the threshold: an EventBridge Scheduler schedule) that expires.
+    let long = unique("deadline");
+    stack
+        .start(
+            "approval",
+            &long,
+            json!({"question": "Anyone?", "timeout_secs": 4}),
+        )
+        .await;
+    let ticked = stack.finished(&short).await;
+    assert_eq!(ticked.result.unwrap_or_default()["ticks"], 2);
+    let expired = stack.finished(&long).await;
+    assert_eq!(expired.result.unwrap_or_default()["outcome"], "timed_out");
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn a_question_answered_in_the_inbox_resumes_the_atom_and_a_bad_answer_is_refused() {
+    let stack = deployed().await;
+    let asker = unique("ask");
+    stack
+        .start(
+            "approval",
+            &asker,
+            json!({"question": "Ship it?", "timeout_secs": 600}),
+        )
+        .await;
+    let record = stack
+        .wait_for(&asker, "asking", |r| !r.waiting.requests.is_empty())
+        .await;
+    let request = record
+        .waiting
+        .requests
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| panic!("no request"));
+    let deadline = Instant::now() + LIMIT;
+    while stack
+        .runtime
+        .inbox()
+        .get(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the inbox"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let answer = |value: Value| {
+        reanimate_core::client::answer(
+            stack.runtime.inbox(),
+            stack.runtime.dispatcher(),
+            &SystemClock,
+            &request,
+            value,
+        )
+    };
+    let refused = answer(json!({"approved": "sure"}))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.reason.contains("/approved") && refused.reason.contains("boolean"),
+        "{refused}"
+    );
+    answer(json!({"approved": true, "comment": "go"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = stack.finished(&asker).await;
+    assert_eq!(done.result.unwrap_or_default()["outcome"], "answered");
+    let entry = stack
+        .runtime
+        .inbox()
+        .get(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("gone"));
+    assert_eq!(
+        entry.answer,
+        Some(json!({"approved": true, "comment": "go"}))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn cancel_reaches_every_live_child() {
+    let stack = deployed().await;
+    let parent = unique("cancel");
+    stack
+        .start(
+            "fan-out",
+            &parent,
+            json!({"workers": 3, "countdown": {"from": 5, "interval_secs": 86400}}),
+        )
+        .await;
+    let record = stack
+        .wait_for(&parent, "waiting for 3 children", |r| {
+            r.waiting.children.len() == 3
+        })
+        .await;
+    for child in record.waiting.children.keys() {
+        stack.wait_for(child.as_str(), "started", |_| true).await;
+    }
+    stack
+        .send_event(
+            "fan-out",
+            &parent,
+            &format!("cancel:{parent}"),
+            json!({"kind": "cancel_requested", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(stack.finished(&parent).await.status, Status::Cancelled);
+    for child in record.waiting.children.keys() {
+        assert_eq!(
+            stack.finished(child.as_str()).await.status,
+            Status::Cancelled,
+            "{child}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn the_same_message_twice_is_applied_once() {
+    let stack = deployed().await;
+    let counter = unique("twice");
+    stack
+        .start(
+            "countdown",
+            &counter,
+            json!({"from": 1, "interval_secs": 86400}),
+        )
+        .await;
+    stack
+        .start(
+            "countdown",
+            &counter,
+            json!({"from": 1, "interval_secs": 86400}),
+        )
+        .await;
+    stack.wait_for(&counter, "started", |_| true).await;
+    let extend = json!({"kind": "signal", "name": "extend", "payload": {"by": 3}});
+    stack
+        .send_event("countdown", &counter, "extend-once", extend.clone())
+        .await;
+    stack
+        .send_event("countdown", &counter, "extend-once", extend)
+        .await;
+    let marker = json!({"kind": "signal", "name": "marker"});
+    stack
+        .send_event("countdown", &counter, "marker", marker)
+        .await;
+    let record = stack
+        .wait_for(&counter, "past the marker", |r| {
+            r.state.contains("\"ignored_signals\":1")
+        })
+        .await;
+    let state: Value = serde_json::from_str(&record.state).unwrap_or_default();
+    assert_eq!(state["extended_by"], 3, "extended once, not twice: {state}");
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn bad_messages_end_in_the_dead_letter_queue_with_a_reason_and_the_rest_succeed() {
+    let stack = deployed().await;
+    let marker = unique("bad");
+    stack
+        .send_raw("countdown", &format!("not json {marker}"))
+        .await;
+    let unknown = json!({"schema": 1, "id": format!("u:{marker}"), "target": marker, "atom": "no-such-atom", "event": {"kind": "started", "input": {}}});
+    stack.send_raw("countdown", &unknown.to_string()).await;
+    let good = unique("good");
+    stack
+        .start(
+            "countdown",
+            &good,
+            json!({"from": 1, "interval_secs": 86400}),
+        )
+        .await;
+    stack.wait_for(&good, "started", |_| true).await;
+    let mut reasons = stack.dead_letters("countdown", &marker, 2).await;
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("not a JSON envelope"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("unknown atom type \"no-such-atom\""),
+        "{reasons:?}"
+    );
+}
