@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test demo-live stack-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
@@ -55,6 +55,10 @@ FUNCTIONS := $(patsubst functions/%/Cargo.toml,reanimate-fn-%,$(wildcard functio
 lambdas: localstack-install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --bins --locked $(addprefix -p ,$(FUNCTIONS))
 
+# AWS requests per step and step latency on the deployed stack (see BENCHMARKS.md).
+stack-figures: localstack-install lambdas
+	localstack/stack with bash -c '.venv/bin/python infra/deploy.py && $(CARGO) run -q -p reanimate-tests --bin stack-figures'
+
 template-lint: localstack-install
 	$(VENV)/bin/cfn-lint infra/template.yaml
 
@@ -67,8 +71,14 @@ localstack-start:
 localstack-stop:
 	localstack/stack stop
 
+# The sample atoms twice: on the in-memory engine in virtual time (every event kind, a simulated
+# week), then live as Lambdas on LocalStack in real time.
 demo:
-	$(CARGO) run -q -p reanimate-demo --locked
+	$(CARGO) run -q -p reanimate-demo --bin reanimate-demo --locked
+	@$(MAKE) --no-print-directory demo-live
+
+demo-live: localstack-install lambdas
+	localstack/stack with bash -c '.venv/bin/python infra/deploy.py --max-queue-delay 2 && $(CARGO) run -q -p reanimate-demo --bin reanimate-demo-live --locked'
 
 bench:
 	$(CARGO) bench -p reanimate-atoms --bench engine --locked

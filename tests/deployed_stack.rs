@@ -7,7 +7,7 @@
 //! EventBridge Scheduler) and runs these; the stack's outputs come from
 //! `.localstack/stack-outputs.json` (or `REANIMATE_STACK_OUTPUTS`). Ignored by plain `cargo test`.
 
-use reanimate_aws::{Clients, RequestCounters, Route, StackConfig};
+use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
 use reanimate_core::{InstanceId, InstanceRecord, Status};
 use serde_json::{Value, json};
@@ -41,40 +41,15 @@ async fn deployed() -> Deployed {
         .unwrap_or_else(|e| panic!("{path}: {e} (deploy first: make integ)"));
     let outputs: HashMap<String, String> =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let out = |key: &str| {
-        outputs
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| panic!("no output {key}"))
-    };
-    let routes = ATOMS
-        .iter()
-        .map(|(atom, name)| {
-            (
-                atom.to_string(),
-                Route {
-                    url: out(&format!("{name}QueueUrl")),
-                    arn: out(&format!("{name}QueueArn")),
-                },
-            )
-        })
-        .collect();
-    let config = Arc::new(StackConfig {
-        instances_table: out("InstancesTable"),
-        inbox_table: out("InboxTable"),
-        routes,
-        schedule_group: out("TimerGroup"),
-        scheduler_role_arn: out("SchedulerRoleArn"),
-        event_bus: out("EventBus"),
-        max_queue_delay: Duration::from_secs(2),
-        retention: Duration::from_secs(3600),
-    });
+    let atoms: Vec<&str> = ATOMS.iter().map(|(atom, _)| *atom).collect();
+    let config =
+        StackConfig::from_stack_outputs(&outputs, &atoms).unwrap_or_else(|e| panic!("{e}"));
     let clients = Clients::from_env().await;
     // Used here only as a client of the tables and queues (reads, inbox answers), never to step.
     let runtime = reanimate_aws::stack::runtime(
         reanimate_atoms::registry(),
         &clients,
-        config,
+        Arc::new(config),
         &RequestCounters::default(),
     );
     Deployed {

@@ -30,6 +30,19 @@ pub struct StackConfig {
     pub retention: Duration,
 }
 
+/// The template's resource prefix for an atom: `fan-out` → `FanOut`.
+pub fn output_name(atom: &str) -> String {
+    atom.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 fn var(name: &str) -> Result<String> {
     std::env::var(name)
         .map_err(|_| Error::terminal(format!("environment variable {name} is not set")))
@@ -68,6 +81,48 @@ impl StackConfig {
             max_queue_delay,
             retention: seconds("REANIMATE_RETENTION_SECS", 30 * 24 * 3600)?,
         })
+    }
+
+    /// The configuration of a deployed `infra/template.yaml`, from its stack outputs (written by
+    /// `infra/deploy.py`), for clients outside the functions: tests, the demo, the CLI.
+    pub fn from_stack_outputs(outputs: &HashMap<String, String>, atoms: &[&str]) -> Result<Self> {
+        let out = |key: &str| {
+            outputs
+                .get(key)
+                .cloned()
+                .ok_or_else(|| Error::terminal(format!("the stack has no output {key}")))
+        };
+        let mut routes = HashMap::new();
+        for atom in atoms {
+            let name = output_name(atom);
+            routes.insert(
+                atom.to_string(),
+                Route {
+                    url: out(&format!("{name}QueueUrl"))?,
+                    arn: out(&format!("{name}QueueArn"))?,
+                },
+            );
+        }
+        Ok(Self {
+            instances_table: out("InstancesTable")?,
+            inbox_table: out("InboxTable")?,
+            routes,
+            schedule_group: out("TimerGroup")?,
+            scheduler_role_arn: out("SchedulerRoleArn")?,
+            event_bus: out("EventBus")?,
+            max_queue_delay: Duration::from_secs(900),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        })
+    }
+
+    /// Reads the outputs file `infra/deploy.py` wrote.
+    pub fn from_outputs_file(path: &str, atoms: &[&str]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::terminal(format!("{path}: {e} (deploy the stack first: make integ)"))
+        })?;
+        let outputs: HashMap<String, String> =
+            serde_json::from_str(&text).map_err(|e| Error::terminal(format!("{path}: {e}")))?;
+        Self::from_stack_outputs(&outputs, atoms)
     }
 
     pub fn route(&self, atom: &str) -> Result<&Route> {

@@ -1,0 +1,348 @@
+//! The second half of `make demo`: the sample atoms live on the deployed stack (LocalStack), in
+//! real time. Every start, signal and cancel is a plain SQS message; answers go through the inbox.
+//! Transitions are printed as they appear in the instances table.
+
+use reanimate_atoms::approval::ApprovalInput;
+use reanimate_atoms::fan_out::FanOutInput;
+use reanimate_aws::{Clients, RequestCounters, StackConfig, dynamo::item_to_record};
+use reanimate_core::ports::{Inbox, SystemClock};
+use reanimate_core::{Envelope, Event, InstanceId, InstanceRecord, MessageId, Result, Status};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ATOMS: [&str; 4] = ["countdown", "fan-out", "worker", "approval"];
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Live {
+    clients: Clients,
+    config: Arc<StackConfig>,
+    runtime: reanimate_aws::AwsRuntime,
+    started: Instant,
+    seen: BTreeMap<String, u64>,
+}
+
+impl Live {
+    async fn send(&self, atom: &str, target: &str, id: &str, event: Event) -> Result<()> {
+        let envelope = Envelope::new(MessageId::new(id)?, InstanceId::new(target)?, atom, event);
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.config.route(atom)?.url)
+            .message_body(envelope.to_json())
+            .send()
+            .await
+            .map_err(|e| reanimate_aws::errors::classify("SQS SendMessage", e))?;
+        Ok(())
+    }
+
+    async fn start(&self, atom: &str, target: &str, input: Value) -> Result<()> {
+        println!("{:>7}  → start {atom} {target}", self.clock());
+        self.send(
+            atom,
+            target,
+            &format!("start:{target}"),
+            Event::Started {
+                input,
+                parent: None,
+            },
+        )
+        .await
+    }
+
+    fn clock(&self) -> String {
+        format!("+{:.1}s", self.started.elapsed().as_secs_f64())
+    }
+
+    async fn records(&self) -> Result<Vec<InstanceRecord>> {
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .clients
+                .dynamodb
+                .scan()
+                .table_name(&self.config.instances_table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| reanimate_aws::errors::classify("DynamoDB Scan", e))?;
+            for item in page.items() {
+                records.push(item_to_record(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// Prints every transition not printed yet; returns the records.
+    async fn observe(&mut self) -> Result<Vec<InstanceRecord>> {
+        let records = self.records().await?;
+        for r in &records {
+            if self
+                .seen
+                .get(r.id.as_str())
+                .is_some_and(|v| *v >= r.version)
+            {
+                continue;
+            }
+            self.seen.insert(r.id.to_string(), r.version);
+            let detail = match (&r.result, &r.error) {
+                (Some(result), _) => result.to_string(),
+                (None, Some(error)) => error.clone(),
+                _ => {
+                    let w = &r.waiting;
+                    format!(
+                        "waiting: {} children, {} timers, {} questions{}",
+                        w.children.len(),
+                        w.timers.len(),
+                        w.requests.len(),
+                        if w.continuation.is_some() {
+                            ", continuing"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+            };
+            println!(
+                "{:>7}  {:<30} v{:<3} {:<10} {detail}",
+                self.clock(),
+                r.id.as_str(),
+                r.version,
+                r.status.as_str()
+            );
+        }
+        Ok(records)
+    }
+
+    async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&[InstanceRecord]) -> bool,
+    ) -> Result<Vec<InstanceRecord>> {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let records = self.observe().await?;
+            if done(&records) {
+                return Ok(records);
+            }
+            if Instant::now() > deadline {
+                return Err(reanimate_core::Error::terminal(format!(
+                    "{what}: not within {LIMIT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn find<'a>(records: &'a [InstanceRecord], id: &str) -> Option<&'a InstanceRecord> {
+    records.iter().find(|r| r.id.as_str() == id)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let path = std::env::var("REANIMATE_STACK_OUTPUTS")
+        .unwrap_or_else(|_| ".localstack/stack-outputs.json".into());
+    let config = Arc::new(StackConfig::from_outputs_file(&path, &ATOMS)?);
+    let clients = Clients::from_env().await;
+    let runtime = reanimate_aws::stack::runtime(
+        reanimate_atoms::registry(),
+        &clients,
+        Arc::clone(&config),
+        &RequestCounters::default(),
+    );
+    let mut live = Live {
+        clients,
+        config,
+        runtime,
+        started: Instant::now(),
+        seen: BTreeMap::new(),
+    };
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            % 0xfffff
+    );
+    println!(
+        "reanimate live demo on {} (stack outputs {path})",
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
+    );
+    println!(
+        "every atom is its own Lambda fed by its own SQS queue; transitions as they land in DynamoDB:\n"
+    );
+    let before: BTreeSet<String> = live
+        .records()
+        .await?
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    live.seen
+        .extend(before.iter().map(|id| (id.clone(), u64::MAX)));
+
+    let fan = format!("fan-out-{run}");
+    let tick = format!("countdown-{run}");
+    let asked = format!("approval-{run}");
+    let silent = format!("approval-silent-{run}");
+    let doomed = format!("cancelled-{run}");
+    let fan_in = FanOutInput {
+        workers: 3,
+        items_per_worker: 4,
+        page_size: 2,
+        failing_worker: Some(1),
+        countdown: None,
+        spawn_per_step: 2,
+    };
+    live.start("fan-out", &fan, json!(fan_in)).await?;
+    live.start("countdown", &tick, json!({"from": 3, "interval_secs": 1}))
+        .await?;
+    let ask = ApprovalInput {
+        question: "Ship release 1.4?".into(),
+        timeout_secs: 300,
+        remind_after_secs: None,
+    };
+    live.start("approval", &asked, json!(ask)).await?;
+    let quiet = ApprovalInput {
+        question: "Rotate the keys?".into(),
+        timeout_secs: 5,
+        remind_after_secs: None,
+    };
+    live.start("approval", &silent, json!(quiet)).await?;
+    live.start(
+        "fan-out",
+        &doomed,
+        json!({"workers": 2, "countdown": {"from": 7, "interval_secs": 86400}}),
+    )
+    .await?;
+    let extend = Event::Signal {
+        name: "extend".into(),
+        payload: json!({"by": 1}),
+    };
+    live.send("countdown", &tick, &format!("extend:{tick}"), extend)
+        .await?;
+    println!("{:>7}  → signal extend to {tick}", live.clock());
+
+    // Answer the question once it is in the inbox: first wrongly, then properly.
+    let records = live
+        .until("the question reaches the instance", |rs| {
+            find(rs, &asked).is_some_and(|r| !r.waiting.requests.is_empty())
+        })
+        .await?;
+    let request = find(&records, &asked)
+        .and_then(|r| r.waiting.requests.keys().next().cloned())
+        .ok_or_else(|| reanimate_core::Error::terminal("no request"))?;
+    let inbox_deadline = Instant::now() + LIMIT;
+    while live.runtime.inbox().get(&request).await?.is_none() && Instant::now() < inbox_deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = |v: Value| {
+        reanimate_core::client::answer(
+            live.runtime.inbox(),
+            live.runtime.dispatcher(),
+            &SystemClock,
+            &request,
+            v,
+        )
+    };
+    match answer(json!("yes")).await {
+        Err(refused) => println!(
+            "{:>7}  → answer \"yes\" refused: {}",
+            live.clock(),
+            refused.reason
+        ),
+        Ok(()) => println!(
+            "{:>7}  → answer \"yes\" accepted (unexpected)",
+            live.clock()
+        ),
+    }
+    answer(json!({"approved": true, "comment": "ship it"})).await?;
+    println!("{:>7}  → answered {{\"approved\": true}}", live.clock());
+
+    // Cancel the parent of the week-long countdowns once both are running.
+    live.until("both countdowns start", |rs| {
+        rs.iter()
+            .filter(|r| r.parent.as_ref().is_some_and(|p| p.id.as_str() == doomed))
+            .count()
+            == 2
+    })
+    .await?;
+    live.send(
+        "fan-out",
+        &doomed,
+        &format!("cancel:{doomed}"),
+        Event::CancelRequested {
+            reason: "changed my mind".into(),
+        },
+    )
+    .await?;
+    println!("{:>7}  → cancel {doomed}", live.clock());
+
+    let roots = [
+        fan.clone(),
+        tick.clone(),
+        asked.clone(),
+        silent.clone(),
+        doomed.clone(),
+    ];
+    let records = live
+        .until("every instance finishes", |rs| {
+            roots
+                .iter()
+                .all(|id| find(rs, id).is_some_and(|r| r.status.is_finished()))
+                && rs
+                    .iter()
+                    .filter(|r| !before.contains(r.id.as_str()))
+                    .all(|r| r.status.is_finished())
+        })
+        .await?;
+    let mine: Vec<_> = records
+        .iter()
+        .filter(|r| !before.contains(r.id.as_str()))
+        .collect();
+    let steps: u64 = mine.iter().map(|r| r.version).sum();
+    println!(
+        "\n{} instances, {steps} saved transitions, in {:.1} s of wall time:",
+        mine.len(),
+        live.started.elapsed().as_secs_f64()
+    );
+    for r in &mine {
+        let outcome = r
+            .result
+            .as_ref()
+            .map(Value::to_string)
+            .or(r.error.clone())
+            .unwrap_or_default();
+        println!(
+            "  {:<30} {:<10} {:<10} {outcome}",
+            r.id.as_str(),
+            r.atom,
+            r.status.as_str()
+        );
+    }
+    let expect = [
+        (fan.as_str(), Status::Completed),
+        (tick.as_str(), Status::Completed),
+        (asked.as_str(), Status::Completed),
+        (silent.as_str(), Status::Completed),
+        (doomed.as_str(), Status::Cancelled),
+    ];
+    for (id, status) in expect {
+        if find(&records, id).map(|r| r.status) != Some(status) {
+            return Err(reanimate_core::Error::terminal(format!(
+                "{id} did not end {}",
+                status.as_str()
+            )));
+        }
+    }
+    Ok(())
+}
