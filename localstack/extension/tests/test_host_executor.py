@@ -27,7 +27,8 @@ while True:
     if isinstance(event, dict) and event.get("exit"):
         sys.exit(3)
     names = ["AWS_LAMBDA_FUNCTION_NAME", "AWS_ENDPOINT_URL", "GREETING", "AWS_REGION"]
-    body = json.dumps({"echo": event, "deadline": deadline, "env": {n: os.environ.get(n) for n in names}})
+    env = {n: os.environ.get(n) for n in names}
+    body = json.dumps({"echo": event, "deadline": deadline, "env": env, "pid": os.getpid()})
     urllib.request.urlopen(urllib.request.Request(
         f"http://{api}/2018-06-01/runtime/invocation/{rid}/response", data=body.encode(), method="POST"))
 '''
@@ -92,6 +93,20 @@ def test_runs_the_bootstrap_as_a_host_process_with_lambdas_environment(function)
     # A warm environment serves the next invocation too.
     _, again = invoke(lam, name, {"n": 2})
     assert again["echo"] == {"n": 2}
+
+
+def test_concurrent_invocations_run_in_separate_processes(function):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lam, name = function
+    invoke(lam, name, {"warm": True})
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda n: invoke(lam, name, {"sleep": 1, "n": n})[1], range(3)))
+    elapsed = time.monotonic() - started
+    assert sorted(r["echo"]["n"] for r in results) == [0, 1, 2]
+    assert len({r["pid"] for r in results}) == 3, "each concurrent invocation gets its own environment"
+    assert elapsed < 2.9, f"three 1 s invocations took {elapsed:.1f} s: they ran one after another"
 
 
 def test_the_function_timeout_is_enforced_and_the_environment_recovers(function):
