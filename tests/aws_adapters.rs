@@ -19,6 +19,7 @@ use reanimate_aws::lambda::{DeadLetters, handle_event};
 use reanimate_aws::{AwsRuntime, Clients, RequestCounters, Route, Service, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore};
 use reanimate_core::{InstanceId, Status};
+use reanimate_tests::{envelope_body, unique};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,14 +37,6 @@ struct Stack {
 
 fn ok<T>(built: Result<T, aws_sdk_dynamodb::error::BuildError>) -> T {
     built.unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
 }
 
 async fn create_queue(clients: &Clients, name: &str) -> Route {
@@ -208,11 +201,12 @@ impl Stack {
     }
 
     async fn start(&self, atom: &str, instance: &str, input: Value) {
-        let body = json!({
-            "schema": 1, "id": format!("start:{instance}"), "target": instance, "atom": atom,
-            "event": {"kind": "started", "input": input}
-        });
-        self.send_raw(atom, &body.to_string()).await;
+        let event = json!({"kind": "started", "input": input});
+        self.send_raw(
+            atom,
+            &envelope_body(&format!("start:{instance}"), instance, atom, event),
+        )
+        .await;
     }
 
     /// One pass over every atom queue: receive a batch, run the handler, delete what succeeded.

@@ -10,6 +10,7 @@
 use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
 use reanimate_core::{InstanceId, InstanceRecord, Status};
+use reanimate_tests::{envelope_body, unique};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,14 +60,6 @@ async fn deployed() -> Deployed {
     }
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
-}
-
 impl Deployed {
     fn queue(&self, atom: &str) -> String {
         let name = ATOMS
@@ -89,14 +82,17 @@ impl Deployed {
     }
 
     async fn start(&self, atom: &str, instance: &str, input: Value) {
-        let body = json!({"schema": 1, "id": format!("start:{instance}"), "target": instance, "atom": atom,
-            "event": {"kind": "started", "input": input}});
-        self.send_raw(atom, &body.to_string()).await;
+        let event = json!({"kind": "started", "input": input});
+        self.send_raw(
+            atom,
+            &envelope_body(&format!("start:{instance}"), instance, atom, event),
+        )
+        .await;
     }
 
     async fn send_event(&self, atom: &str, instance: &str, id: &str, event: Value) {
-        let body = json!({"schema": 1, "id": id, "target": instance, "atom": atom, "event": event});
-        self.send_raw(atom, &body.to_string()).await;
+        self.send_raw(atom, &envelope_body(id, instance, atom, event))
+            .await;
     }
 
     async fn load(&self, instance: &str) -> Option<InstanceRecord> {
