@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test demo-live stack-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test deploy demo-live stack-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
@@ -70,6 +70,10 @@ localstack-start:
 
 localstack-stop:
 	localstack/stack stop
+
+# Deploy the stack on LocalStack and leave it running (make localstack-stop ends it).
+deploy: lambdas
+	localstack/stack deploy
 
 # The sample atoms twice: on the in-memory engine in virtual time (every event kind, a simulated
 # week), then live as Lambdas on LocalStack in real time.
