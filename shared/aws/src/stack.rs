@@ -67,5 +67,6 @@ pub fn runtime(
         counters.clone(),
         SystemClock,
     );
-    Runtime::new(registry, store, dispatcher, timers, inbox, SystemClock)
+    let deployed: Vec<String> = config.routes.keys().cloned().collect();
+    Runtime::new(registry, store, dispatcher, timers, inbox, SystemClock).with_known_atoms(deployed)
 }

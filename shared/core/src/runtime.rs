@@ -21,7 +21,7 @@ use crate::record::{
 use crate::schema;
 use crate::time::Timestamp;
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +68,8 @@ pub struct Runtime<S, D, T, I, C> {
     clock: C,
     warm: WarmInstances,
     observer: Option<Observer>,
+    /// Atom types messages can be sent to, when known (the deployed routes).
+    known_atoms: Option<HashSet<String>>,
 }
 
 impl<S, D, T, I, C> fmt::Debug for Runtime<S, D, T, I, C> {
@@ -96,7 +98,15 @@ where
             clock,
             warm: WarmInstances::default(),
             observer: None,
+            known_atoms: None,
         }
+    }
+
+    /// Limits spawns and signals to these atom types: a step that addresses any other fails its
+    /// instance with the reason, instead of saving an outbox that can never be sent.
+    pub fn with_known_atoms(mut self, atoms: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.known_atoms = Some(atoms.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Calls `observer` after every saved transition.
@@ -174,39 +184,45 @@ where
             let now = self.clock.now();
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let version_read = expected.unwrap_or(0);
-            let (next, decoded) =
-                match plan(atom.as_ref(), current.take(), decoded, &envelope, now)? {
-                    Plan::Drop(disposition) => {
-                        match &disposition {
-                            Disposition::Duplicate => tracing::debug!("duplicate message dropped"),
-                            Disposition::Ignored { reason } => {
-                                tracing::info!(%reason, "message ignored")
-                            }
-                            Disposition::Applied { .. } => {}
+            let (next, decoded) = match plan(
+                atom.as_ref(),
+                self.known_atoms.as_ref(),
+                current.take(),
+                decoded,
+                &envelope,
+                now,
+            )? {
+                Plan::Drop(disposition) => {
+                    match &disposition {
+                        Disposition::Duplicate => tracing::debug!("duplicate message dropped"),
+                        Disposition::Ignored { reason } => {
+                            tracing::info!(%reason, "message ignored")
                         }
-                        if let Some(warm) = warm {
-                            // Nothing changed: what this process knows of that version still holds
-                            // (except the decoded state, which the plan consumed).
-                            self.warm.put(&envelope.target, version_read, warm);
-                        }
-                        return Ok(disposition);
+                        Disposition::Applied { .. } => {}
                     }
-                    Plan::Save(next, decoded) => (next, decoded),
-                    Plan::TooLarge { reason } => {
-                        // Rare: rebuild from the stored record, failing it with what it had.
-                        let Some(stored) = self.store.load(&envelope.target).await? else {
-                            return Err(Error::terminal(reason));
-                        };
-                        if Some(stored.version) != expected {
-                            current = Some(stored);
-                            continue;
-                        }
-                        (
-                            fail_too_large(atom.as_ref(), stored, &envelope.id, now, reason),
-                            None,
-                        )
+                    if let Some(warm) = warm {
+                        // Nothing changed: what this process knows of that version still holds
+                        // (except the decoded state, which the plan consumed).
+                        self.warm.put(&envelope.target, version_read, warm);
                     }
-                };
+                    return Ok(disposition);
+                }
+                Plan::Save(next, decoded) => (next, decoded),
+                Plan::TooLarge { reason } => {
+                    // Rare: rebuild from the stored record, failing it with what it had.
+                    let Some(stored) = self.store.load(&envelope.target).await? else {
+                        return Err(Error::terminal(reason));
+                    };
+                    if Some(stored.version) != expected {
+                        current = Some(stored);
+                        continue;
+                    }
+                    (
+                        fail_too_large(atom.as_ref(), stored, &envelope.id, now, reason),
+                        None,
+                    )
+                }
+            };
             let (id, version, status) = (next.id.clone(), next.version, next.status);
             let effects = next.outbox.clone();
             match self.store.save(*next, expected).await? {
@@ -441,6 +457,7 @@ fn ignored(reason: impl Into<String>) -> Result<Plan> {
 /// Decides what one message does to one instance. Pure: the same inputs give the same plan.
 fn plan(
     atom: &dyn DynAtom,
+    known_atoms: Option<&HashSet<String>>,
     current: Option<InstanceRecord>,
     cached: Option<TypedState>,
     env: &Envelope,
@@ -473,6 +490,7 @@ fn plan(
             error: None,
         };
         let mut draft = Draft::new(atom, fresh, now, Some(&env.id));
+        draft.known_atoms = known_atoms;
         draft.step(AtomEvent::Started(input.clone()))?;
         return Ok(draft.into_plan());
     };
@@ -491,6 +509,7 @@ fn plan(
     }
 
     let mut draft = Draft::new(atom, current, now, Some(&env.id));
+    draft.known_atoms = known_atoms;
     draft.decoded = cached;
     match &env.event {
         Event::Started { .. } => return ignored("instance already started"),
@@ -653,6 +672,7 @@ struct Draft<'a> {
     finished: bool,
     /// `record.state` decoded, when known.
     decoded: Option<TypedState>,
+    known_atoms: Option<&'a HashSet<String>>,
 }
 
 impl<'a> Draft<'a> {
@@ -679,6 +699,7 @@ impl<'a> Draft<'a> {
             cancelling: false,
             finished: false,
             decoded: None,
+            known_atoms: None,
         }
     }
 
@@ -811,6 +832,21 @@ impl<'a> Draft<'a> {
         let mut progress_seq = self.record.progress_sent;
         for (i, command) in commands.iter().enumerate() {
             let slot = slot(i);
+            let addressed = match command {
+                Command::Spawn { atom, .. } => Some(atom),
+                Command::Signal { target, .. } => Some(&target.atom),
+                _ => None,
+            };
+            if let (Some(known), Some(atom)) = (self.known_atoms, addressed)
+                && !known.contains(atom)
+            {
+                let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(Error::terminal(format!(
+                    "no atom type {atom:?} is deployed (deployed: {})",
+                    names.join(", ")
+                )));
+            }
             match command {
                 Command::Spawn { atom, tag, input } => {
                     let child = slot.child();

@@ -105,6 +105,9 @@ impl Atom for Probe {
                     "flaky" => return Err(Error::retryable("the model endpoint is throttling")),
                     "finish" => return Ok(Step::Complete(json!(state.events))),
                     "loop" => ctx.continue_with(&1),
+                    "spawn-unknown" => {
+                        ctx.spawn_json("nope", "x", json!({}));
+                    }
                     _ => {}
                 }
             }
@@ -649,4 +652,46 @@ impl Atom for Other {
     fn step(&self, _: &mut (), _: AtomEvent<Value>, _: &mut Context<'_>) -> Result<Step<()>> {
         Ok(Step::Suspend)
     }
+}
+
+#[test]
+fn addressing_an_atom_type_that_is_not_deployed_fails_the_instance_with_the_reason() {
+    use reanimate_core::memory::{
+        MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock, YieldPoints,
+    };
+    let clock = VirtualClock::default();
+    let queue = MemoryQueue::new(clock.clone(), YieldPoints::default());
+    let store = MemoryStore::default();
+    let runtime = reanimate_core::Runtime::new(
+        Registry::new().with(Probe),
+        store.clone(),
+        queue.clone(),
+        MemoryTimers::default(),
+        MemoryInbox::default(),
+        clock,
+    )
+    .with_known_atoms(["probe"]);
+    let start = Envelope::start(
+        id(MessageId::new("s")),
+        id(InstanceId::new("p")),
+        "probe",
+        json!({}),
+    );
+    id(block_on(runtime.handle(start)));
+    id(block_on(runtime.handle(signal_env(
+        "m1",
+        "p",
+        "spawn-unknown",
+        Value::Null,
+    ))));
+    let failed = store
+        .get(&id(InstanceId::new("p")))
+        .unwrap_or_else(|| panic!("no instance"));
+    assert_eq!(failed.status, Status::Failed);
+    let error = failed.error.unwrap_or_default();
+    assert!(
+        error.contains("no atom type \"nope\" is deployed (deployed: probe)"),
+        "{error}"
+    );
+    assert!(queue.is_empty(), "nothing was sent to the unknown atom");
 }
