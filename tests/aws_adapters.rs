@@ -25,7 +25,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ATOMS: [&str; 4] = ["countdown", "fan-out", "worker", "approval"];
+/// One queue per sample atom, as the template declares.
+fn atoms() -> Vec<&'static str> {
+    reanimate_atoms::registry().names()
+}
 
 struct Stack {
     clients: Clients,
@@ -128,7 +131,7 @@ async fn stack() -> Stack {
         .await
         .unwrap_or_else(|e| panic!("create inbox table: {e:?}"));
     let mut routes = HashMap::new();
-    for atom in ATOMS {
+    for atom in atoms() {
         routes.insert(
             atom.to_string(),
             create_queue(&clients, &format!("{run}-{atom}")).await,
@@ -212,7 +215,7 @@ impl Stack {
     /// One pass over every atom queue: receive a batch, run the handler, delete what succeeded.
     async fn pump_once(&self) -> usize {
         let mut handled = 0;
-        for atom in ATOMS {
+        for atom in atoms() {
             let url = &self.config.routes[atom].url;
             let out = self
                 .clients

@@ -7,6 +7,7 @@
 //! EventBridge Scheduler) and runs these; the stack's outputs come from
 //! `.localstack/stack-outputs.json` (or `REANIMATE_STACK_OUTPUTS`). Ignored by plain `cargo test`.
 
+use reanimate_aws::config::output_name;
 use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
 use reanimate_core::{InstanceId, InstanceRecord, Status};
@@ -16,12 +17,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ATOMS: [(&str, &str); 4] = [
-    ("countdown", "Countdown"),
-    ("fan-out", "FanOut"),
-    ("worker", "Worker"),
-    ("approval", "Approval"),
-];
 const LIMIT: Duration = Duration::from_secs(90);
 
 struct Deployed {
@@ -42,7 +37,8 @@ async fn deployed() -> Deployed {
         .unwrap_or_else(|e| panic!("{path}: {e} (deploy first: make integ)"));
     let outputs: HashMap<String, String> =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let atoms: Vec<&str> = ATOMS.iter().map(|(atom, _)| *atom).collect();
+    // The template deploys one function per sample atom.
+    let atoms = reanimate_atoms::registry().names();
     let config =
         StackConfig::from_stack_outputs(&outputs, &atoms).unwrap_or_else(|e| panic!("{e}"));
     let clients = Clients::from_env().await;
@@ -62,12 +58,7 @@ async fn deployed() -> Deployed {
 
 impl Deployed {
     fn queue(&self, atom: &str) -> String {
-        let name = ATOMS
-            .iter()
-            .find(|(a, _)| *a == atom)
-            .map(|(_, n)| *n)
-            .unwrap_or_else(|| panic!("{atom}"));
-        self.outputs[&format!("{name}QueueUrl")].clone()
+        self.outputs[&format!("{}QueueUrl", output_name(atom))].clone()
     }
 
     async fn send_raw(&self, atom: &str, body: &str) {
@@ -134,12 +125,7 @@ impl Deployed {
 
     /// Reasons attached to dead letters of `atom` that mention `needle`.
     async fn dead_letters(&self, atom: &str, needle: &str, want: usize) -> Vec<String> {
-        let name = ATOMS
-            .iter()
-            .find(|(a, _)| *a == atom)
-            .map(|(_, n)| *n)
-            .unwrap_or_default();
-        let url = &self.outputs[&format!("{name}DeadLettersUrl")];
+        let url = &self.outputs[&format!("{}DeadLettersUrl", output_name(atom))];
         let deadline = Instant::now() + LIMIT;
         let mut found = Vec::new();
         while found.len() < want && Instant::now() < deadline {

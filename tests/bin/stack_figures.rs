@@ -15,13 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ATOMS: [(&str, &str); 4] = [
-    ("countdown", "Countdown"),
-    ("fan-out", "FanOut"),
-    ("worker", "Worker"),
-    ("approval", "Approval"),
-];
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -48,7 +41,7 @@ fn env_number(name: &str, default: usize) -> usize {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::var("REANIMATE_STACK_OUTPUTS")
         .unwrap_or_else(|_| ".localstack/stack-outputs.json".into());
-    let atoms: Vec<&str> = ATOMS.iter().map(|(atom, _)| *atom).collect();
+    let atoms = reanimate_atoms::registry().names();
     let config = Arc::new(StackConfig::from_outputs_file(&path, &atoms)?);
     let clients = Clients::from_env().await;
     let counters = RequestCounters::default();

@@ -1,23 +1,15 @@
 """The dynamodb:moto provider, through the real AWS API (boto3 against the running emulator)."""
 
-import os
 import time
 import uuid
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 
 @pytest.fixture(scope="module")
-def ddb():
-    return boto3.client(
-        "dynamodb",
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
-        region_name=os.environ.get("AWS_REGION", "us-east-1"),
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+def ddb(client):
+    return client("dynamodb")
 
 
 @pytest.fixture

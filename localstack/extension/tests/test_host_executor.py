@@ -4,13 +4,11 @@ environment, sleeps when asked, and exits when asked."""
 
 import io
 import json
-import os
 import subprocess
 import time
 import uuid
 import zipfile
 
-import boto3
 import pytest
 
 BOOTSTRAP = r'''#!/usr/bin/env python3
@@ -34,16 +32,6 @@ while True:
 '''
 
 
-def client(name):
-    return boto3.client(
-        name,
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
-        region_name=os.environ.get("AWS_REGION", "us-east-1"),
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
 def zipped_bootstrap() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -59,7 +47,7 @@ def bootstrap_processes() -> list[str]:
 
 
 @pytest.fixture
-def function():
+def function(client):
     lam = client("lambda")
     name = f"echo-{uuid.uuid4().hex[:8]}"
     lam.create_function(

@@ -2,27 +2,15 @@
 their SQS targets."""
 
 import json
-import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 
 
-def client(name):
-    return boto3.client(
-        name,
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
-        region_name=os.environ.get("AWS_REGION", "us-east-1"),
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-
-
 @pytest.fixture
-def setup():
+def setup(client):
     sqs, scheduler = client("sqs"), client("scheduler")
     name = f"timers-{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]

@@ -5,7 +5,7 @@
 //! one JSON attribute `body`; `expires_at` (the table's TTL attribute) once the instance finished.
 
 use crate::counters::{RequestCounters, Service};
-use crate::errors::classify;
+use crate::errors::{classify, tolerate};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -174,19 +174,24 @@ impl DynamoStore {
     }
 }
 
+/// A strongly consistent read of the item keyed `id` (both tables are keyed by a string `id`).
+async fn get_by_id(client: &Client, table: &str, id: &str, what: &str) -> Result<Option<Item>> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key("id", s(id))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| classify(what, e))?;
+    Ok(out.item)
+}
+
 impl reanimate_core::ports::InstanceStore for DynamoStore {
     async fn load(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
         self.counters.count(Service::DynamoDb, "GetItem");
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", s(id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("DynamoDB GetItem", e))?;
-        out.item.as_ref().map(item_to_record).transpose()
+        let item = get_by_id(&self.client, &self.table, id.as_str(), "DynamoDB GetItem").await?;
+        item.as_ref().map(item_to_record).transpose()
     }
 
     async fn save(&self, record: InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
@@ -326,11 +331,8 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             .condition_expression("attribute_not_exists(id)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(()),
-            Err(err) => Err(classify("DynamoDB PutItem (inbox)", err)),
-        }
+        // Already there (any status): left as it is.
+        tolerate("DynamoDB PutItem (inbox)", result, is_condition_failure).map(|_| ())
     }
 
     async fn record_answer(&self, id: &RequestId, answer: Value, at: Timestamp) -> Result<bool> {
@@ -352,11 +354,11 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             .expression_attribute_values(":at", n(at.as_millis()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(false),
-            Err(err) => Err(classify("DynamoDB UpdateItem (inbox answer)", err)),
-        }
+        tolerate(
+            "DynamoDB UpdateItem (inbox answer)",
+            result,
+            is_condition_failure,
+        )
     }
 
     async fn close(&self, id: &RequestId, outcome: RequestOutcome, at: Timestamp) -> Result<()> {
@@ -374,25 +376,25 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             .expression_attribute_values(":at", n(at.as_millis()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(is_condition_failure) => Ok(()),
-            Err(err) => Err(classify("DynamoDB UpdateItem (inbox close)", err)),
-        }
+        // Already closed: it keeps its first outcome.
+        tolerate(
+            "DynamoDB UpdateItem (inbox close)",
+            result,
+            is_condition_failure,
+        )
+        .map(|_| ())
     }
 
     async fn get(&self, id: &RequestId) -> Result<Option<InboxEntry>> {
         self.counters.count(Service::DynamoDb, "GetItem(inbox)");
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("id", s(id.as_str()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify("DynamoDB GetItem (inbox)", e))?;
-        out.item.as_ref().map(inbox_entry).transpose()
+        let item = get_by_id(
+            &self.client,
+            &self.table,
+            id.as_str(),
+            "DynamoDB GetItem (inbox)",
+        )
+        .await?;
+        item.as_ref().map(inbox_entry).transpose()
     }
 
     async fn list_open(&self) -> Result<Vec<InboxEntry>> {

@@ -57,3 +57,22 @@ fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The outcome of a call that may meet an expected, harmless refusal (an idempotent repeat):
+/// `Ok(true)` if it succeeded, `Ok(false)` if the service refused it with an error `expected`
+/// accepts, the classified error otherwise.
+pub fn tolerate<T, E, R>(
+    what: &str,
+    result: Result<T, SdkError<E, R>>,
+    expected: impl FnOnce(&E) -> bool,
+) -> reanimate_core::Result<bool>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.as_service_error().is_some_and(expected) => Ok(false),
+        Err(err) => Err(classify(what, err)),
+    }
+}

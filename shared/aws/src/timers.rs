@@ -4,11 +4,12 @@
 
 use crate::config::StackConfig;
 use crate::counters::{RequestCounters, Service};
-use crate::errors::classify;
+use crate::errors::{classify, tolerate};
 use crate::messaging::entry;
 use aws_sdk_scheduler::types::{
     ActionAfterCompletion, FlexibleTimeWindow, FlexibleTimeWindowMode, Target,
 };
+use reanimate_core::ids::{FNV_OFFSET_BASIS, fnv1a};
 use reanimate_core::ports::Clock;
 use reanimate_core::{Envelope, Error, Result, TimerId, Timestamp};
 use std::sync::Arc;
@@ -16,15 +17,11 @@ use std::sync::Arc;
 /// A schedule name for a timer: Scheduler allows 64 characters of `[0-9a-zA-Z-_.]`, timer ids
 /// are longer and freer, so the name is a 128-bit hash of the id.
 pub fn schedule_name(timer: &TimerId) -> String {
-    let hash = |seed: u64| {
-        timer.as_str().bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    };
+    let bytes = timer.as_str().as_bytes();
     format!(
         "t-{:016x}{:016x}",
-        hash(0xcbf2_9ce4_8422_2325),
-        hash(0x84222325_cbf29ce4)
+        fnv1a(FNV_OFFSET_BASIS, bytes),
+        fnv1a(FNV_OFFSET_BASIS.rotate_left(32), bytes)
     )
 }
 
@@ -104,17 +101,11 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
             .description(format!("reanimate timer {timer}"))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conflict_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(classify("Scheduler CreateSchedule", err)),
-        }
+        // A conflict is this timer's schedule, made by an earlier send of the same outbox.
+        tolerate("Scheduler CreateSchedule", result, |e| {
+            e.is_conflict_exception()
+        })
+        .map(|_| ())
     }
 
     async fn cancel(&self, timer: &TimerId) -> Result<()> {
@@ -128,17 +119,10 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
             .group_name(&self.config.schedule_group)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(classify("Scheduler DeleteSchedule", err)),
-        }
+        tolerate("Scheduler DeleteSchedule", result, |e| {
+            e.is_resource_not_found_exception()
+        })
+        .map(|_| ())
     }
 }
 

@@ -120,12 +120,19 @@ impl MessageId {
 
     /// 64-bit FNV-1a fingerprint, what an instance remembers of the messages it applied.
     pub fn fingerprint(&self) -> u64 {
-        self.0
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-            })
+        fnv1a(FNV_OFFSET_BASIS, self.0.as_bytes())
     }
+}
+
+/// The standard FNV-1a 64-bit offset basis.
+pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// 64-bit FNV-1a of `bytes` from `seed` (use [`FNV_OFFSET_BASIS`] for the standard hash): fast,
+/// stable across versions and platforms, not for adversarial input.
+pub fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ATOMS: [&str; 4] = ["countdown", "fan-out", "worker", "approval"];
 const LIMIT: Duration = Duration::from_secs(120);
 
 struct Live {
@@ -151,7 +150,10 @@ fn find<'a>(records: &'a [InstanceRecord], id: &str) -> Option<&'a InstanceRecor
 async fn main() -> Result<()> {
     let path = std::env::var("REANIMATE_STACK_OUTPUTS")
         .unwrap_or_else(|_| ".localstack/stack-outputs.json".into());
-    let config = Arc::new(StackConfig::from_outputs_file(&path, &ATOMS)?);
+    let config = Arc::new(StackConfig::from_outputs_file(
+        &path,
+        &reanimate_atoms::registry().names(),
+    )?);
     let clients = Clients::from_env().await;
     let runtime = reanimate_aws::stack::runtime(
         reanimate_atoms::registry(),
