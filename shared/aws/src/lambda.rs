@@ -127,7 +127,20 @@ pub fn init_tracing() {
 
 /// Everything a function's `main` does after choosing its atoms: read the configuration, build
 /// the clients once, and serve SQS events until the Lambda environment shuts down.
-pub async fn serve(
+///
+/// The future is boxed here so that it is compiled in this crate: its type is deep enough to
+/// overflow the compiler's query depth limit in each function crate that would otherwise
+/// instantiate it (an incremental build can hide that; a clean build cannot).
+pub fn serve(registry: reanimate_core::Registry) -> ServeFuture {
+    Box::pin(serve_registry(registry))
+}
+
+/// What [`serve`] returns: runs until the Lambda environment shuts down.
+pub type ServeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), lambda_runtime::Error>>>,
+>;
+
+async fn serve_registry(
     registry: reanimate_core::Registry,
 ) -> std::result::Result<(), lambda_runtime::Error> {
     init_tracing();
@@ -148,6 +161,5 @@ pub async fn serve(
             Ok::<_, lambda_runtime::Error>(handle_event(runtime, dead_letters, event.payload).await)
         },
     );
-    // Boxed: the runtime's future type is deep enough to overflow the compiler's query limit.
-    Box::pin(lambda_runtime::run(handler)).await
+    lambda_runtime::run(handler).await
 }
