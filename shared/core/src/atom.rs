@@ -90,6 +90,11 @@ pub(crate) enum Command {
         child: InstanceId,
         reason: String,
     },
+    Call {
+        activity: String,
+        tag: String,
+        input: Value,
+    },
 }
 
 /// Names reserved for the runtime's own timers (request deadlines).
@@ -247,6 +252,28 @@ impl<'a> Context<'a> {
     pub fn continue_with(&mut self, cursor: &impl Serialize) {
         let cursor = self.encode("continuation cursor", cursor);
         self.continuation = Some(cursor);
+    }
+
+    /// Runs the activity `activity` with `input` in a later invocation. Its outcome is journaled in
+    /// the record before it is delivered as `CallCompleted` / `CallFailed` with `tag`, so a retry
+    /// never runs it again once recorded. The activity must be registered with the runtime.
+    pub fn call(
+        &mut self,
+        activity: impl Into<String>,
+        tag: impl Into<String>,
+        input: &impl Serialize,
+    ) {
+        let input = self.encode("activity input", input);
+        self.commands.push(Command::Call {
+            activity: activity.into(),
+            tag: tag.into(),
+            input,
+        });
+    }
+
+    /// The commands issued so far, described (for unit tests of a `step`).
+    pub fn describe_commands(&self) -> Vec<String> {
+        self.commands.iter().map(|c| format!("{c:?}")).collect()
     }
 
     /// How many commands this step has issued so far (for tests).

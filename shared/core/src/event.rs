@@ -64,6 +64,13 @@ pub enum Event {
     },
     /// The instance asked to run again at once with a cursor (bounded work per invocation).
     Continue { cursor: Value },
+    /// The instance asked for an activity; this message (to itself) runs it. The message id is the
+    /// call's id in the instance's `waiting.calls`.
+    Call {
+        activity: String,
+        tag: String,
+        input: Value,
+    },
 }
 
 impl Event {
@@ -79,6 +86,7 @@ impl Event {
             Event::Signal { .. } => "signal",
             Event::CancelRequested { .. } => "cancel_requested",
             Event::Continue { .. } => "continue",
+            Event::Call { .. } => "call",
         }
     }
 }
@@ -131,6 +139,16 @@ pub enum AtomEvent<I> {
     Continue {
         cursor: Value,
     },
+    /// An activity asked for with `ctx.call` finished; its output was journaled before this step.
+    CallCompleted {
+        tag: String,
+        output: Value,
+    },
+    /// An activity failed terminally (after its own bounded retries).
+    CallFailed {
+        tag: String,
+        reason: String,
+    },
 }
 
 impl<I> AtomEvent<I> {
@@ -146,6 +164,8 @@ impl<I> AtomEvent<I> {
             AtomEvent::Signal { .. } => "signal",
             AtomEvent::CancelRequested { .. } => "cancel_requested",
             AtomEvent::Continue { .. } => "continue",
+            AtomEvent::CallCompleted { .. } => "call_completed",
+            AtomEvent::CallFailed { .. } => "call_failed",
         }
     }
 
@@ -194,6 +214,8 @@ impl<I> AtomEvent<I> {
             AtomEvent::Signal { name, payload } => AtomEvent::Signal { name, payload },
             AtomEvent::CancelRequested { reason } => AtomEvent::CancelRequested { reason },
             AtomEvent::Continue { cursor } => AtomEvent::Continue { cursor },
+            AtomEvent::CallCompleted { tag, output } => AtomEvent::CallCompleted { tag, output },
+            AtomEvent::CallFailed { tag, reason } => AtomEvent::CallFailed { tag, reason },
         })
     }
 }

@@ -8,6 +8,7 @@
 //! - [`runtime`]: the exactly-once step algorithm.
 //! - [`memory`] and [`sim`]: every port in memory, and a seeded driver with virtual time and faults.
 
+pub mod activity;
 pub mod atom;
 pub mod client;
 pub mod envelope;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod memory;
+pub mod playbook;
 pub mod ports;
 pub mod record;
 pub mod runtime;
@@ -22,6 +24,7 @@ pub mod schema;
 pub mod sim;
 pub mod time;
 
+pub use activity::{Activities, Activity, BoxFuture};
 pub use atom::{Ask, Atom, Context, InstanceRef, Registry, Step};
 pub use envelope::Envelope;
 pub use error::{Error, ErrorKind, Result};

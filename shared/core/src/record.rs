@@ -119,6 +119,13 @@ impl InstanceRecord {
             .continuation
             .as_ref()
             .map_or(0, |m| m.as_str().len() + FIELD);
+        for (id, call) in &self.waiting.calls {
+            size += ids(id.as_str(), &call.activity, &call.tag);
+            size += call
+                .outcome
+                .as_ref()
+                .map_or(0, crate::envelope::encoded_len);
+        }
         size += outbox_bytes + self.outbox.len() * FIELD;
         size += self.result.as_ref().map_or(0, crate::envelope::encoded_len);
         size += self.error.as_ref().map_or(0, |e| e.len() + FIELD);
@@ -138,6 +145,28 @@ pub struct Waiting {
     /// The continuation message the instance expects next, if it asked to continue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continuation: Option<MessageId>,
+    /// Activities asked for, by the id of the message that runs them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub calls: BTreeMap<MessageId, PendingCall>,
+}
+
+/// An activity asked for and not yet delivered to the step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    pub activity: String,
+    pub tag: String,
+    /// Journaled as soon as the activity finishes, before the step that consumes it runs, so it
+    /// runs at most once per recorded outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CallOutcome>,
+}
+
+/// What an activity produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CallOutcome {
+    Completed { output: Value },
+    Failed { reason: String },
 }
 
 impl Waiting {
@@ -146,6 +175,7 @@ impl Waiting {
             && self.timers.is_empty()
             && self.requests.is_empty()
             && self.continuation.is_none()
+            && self.calls.is_empty()
     }
 }
 

@@ -5,6 +5,7 @@
 //! outbox included, conditioned on the version read → send the outbox. A version conflict re-runs
 //! the step on the record the store returned, a bounded number of times. See ARCHITECTURE.md.
 
+use crate::activity::Activities;
 use crate::atom::{
     Command, Context, DynAtom, InstanceRef, RESERVED_TIMER_PREFIX, Registry, StateIn, Step,
     StepOut, TypedState,
@@ -15,8 +16,8 @@ use crate::event::{AtomEvent, Event, ParentLink};
 use crate::ids::{CommandSlot, InstanceId, MessageId, RequestId, TimerId};
 use crate::ports::{Clock, Dispatcher, Inbox, InstanceStore, Outgoing, SaveOutcome, TimerService};
 use crate::record::{
-    Effect, InstanceRecord, LifecycleEvent, MAX_RECORD_BYTES, PendingChild, PendingRequest,
-    PendingTimer, RequestOutcome, Status, UserRequest, Waiting,
+    CallOutcome, Effect, InstanceRecord, LifecycleEvent, MAX_RECORD_BYTES, PendingCall,
+    PendingChild, PendingRequest, PendingTimer, RequestOutcome, Status, UserRequest, Waiting,
 };
 use crate::schema;
 use crate::time::Timestamp;
@@ -70,6 +71,7 @@ pub struct Runtime<S, D, T, I, C> {
     observer: Option<Observer>,
     /// Atom types messages can be sent to, when known (the deployed routes).
     known_atoms: Option<HashSet<String>>,
+    activities: Activities,
 }
 
 impl<S, D, T, I, C> fmt::Debug for Runtime<S, D, T, I, C> {
@@ -99,7 +101,15 @@ where
             warm: WarmInstances::default(),
             observer: None,
             known_atoms: None,
+            activities: Activities::default(),
         }
+    }
+
+    /// The activities steps of this runtime may call (`ctx.call`). A call to any other fails the
+    /// step's instance with the reason.
+    pub fn with_activities(mut self, activities: Activities) -> Self {
+        self.activities = activities;
+        self
     }
 
     /// Limits spawns and signals to these atom types: a step that addresses any other fails its
@@ -163,6 +173,13 @@ where
             )));
         };
         let mut current = self.store.load(&envelope.target).await?;
+        if let Event::Call {
+            activity, input, ..
+        } = &envelope.event
+        {
+            self.journal_call(&envelope.id, activity, input, &mut current)
+                .await?;
+        }
         for attempt in 1..=MAX_CONFLICT_ATTEMPTS {
             let expected = current.as_ref().map(|r| r.version);
             let mut warm = None;
@@ -186,7 +203,10 @@ where
             let version_read = expected.unwrap_or(0);
             let (next, decoded) = match plan(
                 atom.as_ref(),
-                self.known_atoms.as_ref(),
+                Known {
+                    atoms: self.known_atoms.as_ref(),
+                    activities: &self.activities,
+                },
                 current.take(),
                 decoded,
                 &envelope,
@@ -272,6 +292,106 @@ where
             "{} kept changing under us: {MAX_CONFLICT_ATTEMPTS} conflicting saves in a row",
             envelope.target
         )))
+    }
+
+    /// Runs the activity of a pending call and journals its outcome in the record (a conditional
+    /// write of its own) before any step consumes it. Does nothing when the call is not pending or
+    /// its outcome is already journaled: that is how a redelivered message avoids running it twice.
+    async fn journal_call(
+        &self,
+        call: &MessageId,
+        activity: &str,
+        input: &Value,
+        current: &mut Option<InstanceRecord>,
+    ) -> Result<()> {
+        let mut outcome = None;
+        for _ in 0..MAX_CONFLICT_ATTEMPTS {
+            let Some(record) = current.as_mut() else {
+                return Ok(());
+            };
+            let unjournaled = !record.status.is_finished()
+                && record
+                    .waiting
+                    .calls
+                    .get(call)
+                    .is_some_and(|pending| pending.outcome.is_none());
+            if !unjournaled {
+                return Ok(());
+            }
+            let result = match outcome.take() {
+                Some(known) => known,
+                None => self.run_activity(activity, input.clone()).await?,
+            };
+            let mut warm = self.warm.take(&record.id, record.version);
+            let previous_outbox = std::mem::take(&mut record.outbox);
+            if !previous_outbox.is_empty() && !warm.as_ref().is_some_and(|w| w.outbox_sent) {
+                self.perform(previous_outbox).await?;
+            }
+            let mut next = record.clone();
+            next.version += 1;
+            next.updated_at = self.clock.now();
+            let journal = |next: &mut InstanceRecord, outcome: CallOutcome| {
+                if let Some(pending) = next.waiting.calls.get_mut(call) {
+                    pending.outcome = Some(outcome);
+                }
+            };
+            journal(&mut next, result.clone());
+            if next.stored_size_bound(0) > MAX_RECORD_BYTES {
+                let reason = format!(
+                    "{activity} output is about {} bytes, too large to journal in the instance record",
+                    crate::envelope::encoded_len(&result)
+                );
+                journal(&mut next, CallOutcome::Failed { reason });
+            }
+            let version_read = record.version;
+            match self.store.save(next.clone(), Some(version_read)).await? {
+                SaveOutcome::Saved => {
+                    let decoded = warm.as_mut().and_then(|w| w.decoded.take());
+                    self.warm.put(
+                        &next.id,
+                        next.version,
+                        WarmState {
+                            outbox_sent: true,
+                            decoded,
+                        },
+                    );
+                    *current = Some(next);
+                    return Ok(());
+                }
+                SaveOutcome::Conflict { current: latest } => {
+                    outcome = Some(result);
+                    *current = match latest {
+                        Some(record) => Some(*record),
+                        None => self.store.load(&next.id).await?,
+                    };
+                }
+            }
+        }
+        Err(Error::retryable(format!(
+            "{call}: {MAX_CONFLICT_ATTEMPTS} conflicting saves while journaling its outcome"
+        )))
+    }
+
+    /// Runs one activity. A retryable error is passed up (the message will be redelivered); a
+    /// terminal one becomes the call's outcome.
+    async fn run_activity(&self, activity: &str, input: Value) -> Result<CallOutcome> {
+        let Some(runner) = self.activities.get(activity) else {
+            return Ok(CallOutcome::Failed {
+                reason: format!(
+                    "no activity {activity:?} in this runtime (it has: {})",
+                    self.activities.names().join(", ")
+                ),
+            });
+        };
+        match runner.run(input).await {
+            Ok(output) => Ok(CallOutcome::Completed { output }),
+            Err(error) if error.is_retryable() => {
+                Err(error.context(format!("activity {activity}")))
+            }
+            Err(error) => Ok(CallOutcome::Failed {
+                reason: error.reason,
+            }),
+        }
     }
 
     /// Performs effects. Each is idempotent where it lands, so performing them twice is harmless.
@@ -454,10 +574,17 @@ fn ignored(reason: impl Into<String>) -> Result<Plan> {
     }))
 }
 
+/// What a step may address: atom types (when the deployed set is known) and activities.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    atoms: Option<&'a HashSet<String>>,
+    activities: &'a Activities,
+}
+
 /// Decides what one message does to one instance. Pure: the same inputs give the same plan.
 fn plan(
     atom: &dyn DynAtom,
-    known_atoms: Option<&HashSet<String>>,
+    known: Known<'_>,
     current: Option<InstanceRecord>,
     cached: Option<TypedState>,
     env: &Envelope,
@@ -490,7 +617,7 @@ fn plan(
             error: None,
         };
         let mut draft = Draft::new(atom, fresh, now, Some(&env.id));
-        draft.known_atoms = known_atoms;
+        draft.known = Some(known);
         draft.step(AtomEvent::Started(input.clone()))?;
         return Ok(draft.into_plan());
     };
@@ -509,7 +636,7 @@ fn plan(
     }
 
     let mut draft = Draft::new(atom, current, now, Some(&env.id));
-    draft.known_atoms = known_atoms;
+    draft.known = Some(known);
     draft.decoded = cached;
     match &env.event {
         Event::Started { .. } => return ignored("instance already started"),
@@ -647,6 +774,23 @@ fn plan(
             };
             draft.finish(Status::Cancelled, None, Some(reason));
         }
+        Event::Call { .. } => {
+            let Some(pending) = draft.record.waiting.calls.get(&env.id) else {
+                return ignored(format!("call {} is not pending", env.id));
+            };
+            let Some(outcome) = pending.outcome.clone() else {
+                return Err(Error::retryable(format!(
+                    "call {} has no journaled outcome yet",
+                    env.id
+                )));
+            };
+            let tag = pending.tag.clone();
+            draft.record.waiting.calls.remove(&env.id);
+            draft.step(match outcome {
+                CallOutcome::Completed { output } => AtomEvent::CallCompleted { tag, output },
+                CallOutcome::Failed { reason } => AtomEvent::CallFailed { tag, reason },
+            })?;
+        }
         Event::Continue { cursor } => {
             if draft.record.waiting.continuation.as_ref() != Some(&env.id) {
                 return ignored("continuation is stale");
@@ -672,7 +816,7 @@ struct Draft<'a> {
     finished: bool,
     /// `record.state` decoded, when known.
     decoded: Option<TypedState>,
-    known_atoms: Option<&'a HashSet<String>>,
+    known: Option<Known<'a>>,
 }
 
 impl<'a> Draft<'a> {
@@ -699,7 +843,7 @@ impl<'a> Draft<'a> {
             cancelling: false,
             finished: false,
             decoded: None,
-            known_atoms: None,
+            known: None,
         }
     }
 
@@ -837,7 +981,19 @@ impl<'a> Draft<'a> {
                 Command::Signal { target, .. } => Some(&target.atom),
                 _ => None,
             };
-            if let (Some(known), Some(atom)) = (self.known_atoms, addressed)
+            if let Some(Known {
+                activities,
+                atoms: _,
+            }) = self.known
+                && let Command::Call { activity, .. } = command
+                && !activities.contains(activity)
+            {
+                return Err(Error::terminal(format!(
+                    "no activity {activity:?} in this runtime (it has: {})",
+                    activities.names().join(", ")
+                )));
+            }
+            if let (Some(known), Some(atom)) = (self.known.and_then(|k| k.atoms), addressed)
                 && !known.contains(atom)
             {
                 let mut names: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -974,6 +1130,30 @@ impl<'a> Draft<'a> {
                             .from_sender(id);
                     effects.push(Effect::Send { envelope });
                 }
+                Command::Call {
+                    activity,
+                    tag,
+                    input,
+                } => {
+                    let message = slot.message();
+                    let event = Event::Call {
+                        activity: activity.clone(),
+                        tag: tag.clone(),
+                        input: input.clone(),
+                    };
+                    let envelope =
+                        Envelope::new(message.clone(), id.clone(), self.record.atom.clone(), event)
+                            .from_sender(id);
+                    effects.push(Effect::Send { envelope });
+                    waiting.push(WaitChange::Call(
+                        message,
+                        PendingCall {
+                            activity: activity.clone(),
+                            tag: tag.clone(),
+                            outcome: None,
+                        },
+                    ));
+                }
                 Command::Cancel { child, reason } => {
                     let Some(pending) = self.record.waiting.children.get(child) else {
                         tracing::debug!(%child, "cancel of a child that is not pending is dropped");
@@ -1044,6 +1224,9 @@ impl<'a> Draft<'a> {
                     }
                 }
                 WaitChange::Continue(message) => w.continuation = Some(message),
+                WaitChange::Call(message, pending) => {
+                    w.calls.insert(message, pending);
+                }
             }
         }
         self.effects.extend(effects);
@@ -1179,6 +1362,7 @@ enum WaitChange {
     Request(RequestId, PendingRequest),
     Cancelling(InstanceId),
     Continue(MessageId),
+    Call(MessageId, PendingCall),
 }
 
 fn timer_envelope(id: &InstanceId, atom: &str, name: &str, timer: &TimerId) -> Envelope {

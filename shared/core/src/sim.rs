@@ -3,6 +3,7 @@
 //! concurrent handlers racing on one instance). Everything random comes from one seed, so a failing
 //! run is replayed by its seed.
 
+use crate::activity::Activities;
 use crate::atom::Registry;
 use crate::client;
 use crate::envelope::Envelope;
@@ -214,6 +215,17 @@ impl Simulation {
         faults: Faults,
         observer: Option<Observer>,
     ) -> Self {
+        Self::with_activities(registry, Activities::default(), seed, faults, observer)
+    }
+
+    /// A simulation whose processes can run `activities` (what steps ask for with `ctx.call`).
+    pub fn with_activities(
+        registry: Registry,
+        activities: Activities,
+        seed: u64,
+        faults: Faults,
+        observer: Option<Observer>,
+    ) -> Self {
         let yields = YieldPoints::default();
         yields.set(faults.concurrency > 1);
         let clock = VirtualClock::starting_at(SIM_EPOCH);
@@ -237,7 +249,8 @@ impl Simulation {
                     timers.clone(),
                     inbox.clone(),
                     clock.clone(),
-                );
+                )
+                .with_activities(activities.clone());
                 Arc::new(match &observer {
                     Some(observer) => runtime.with_observer(Arc::clone(observer)),
                     None => runtime,
