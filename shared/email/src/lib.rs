@@ -1,0 +1,35 @@
+//! # reanimate-email
+//!
+//! The email assistant, built on reanimate: a user hires it, it asks what it needs (with
+//! watchdog reminders and escalation), turns free-text preferences into settings with a model,
+//! and runs a bulk-analysis playbook that fetches mail in batches, has each batch summarised and
+//! ranked, and writes one Markdown digest per hour, day or week.
+//!
+//! - [`atoms`]: the six atoms and their registry.
+//! - [`mail`]: emails, the Maildir source, the `mail.*` activities.
+//! - [`digest`]: grouping, rendering, the `digest.store` activity.
+//! - [`offline`]: the deterministic offline model the demo uses by default.
+
+pub mod atoms;
+pub mod digest;
+pub mod mail;
+pub mod offline;
+pub mod prefs;
+pub mod scenario;
+
+use reanimate_core::Activities;
+use reanimate_core::playbook::{Model, ModelActivities};
+use std::sync::Arc;
+
+/// Every activity the email atoms call: the models, the mailbox and the digest store.
+pub fn activities(
+    standard: Arc<dyn Model>,
+    strong: Arc<dyn Model>,
+    mail: Arc<dyn mail::MailSource>,
+    digests: Arc<dyn digest::DigestStore>,
+) -> Activities {
+    ModelActivities::new(standard, strong)
+        .activities()
+        .merge(mail::activities(mail))
+        .merge(digest::activities(digests))
+}
