@@ -59,7 +59,9 @@ lambdas: localstack-install
 stack-figures: localstack-install lambdas
 	localstack/stack with bash -c '.venv/bin/python infra/deploy.py && $(CARGO) run -q -p reanimate-tests --bin stack-figures'
 
+# infra/template.yaml is rendered by infra/render.py (one block per atom); it must be current.
 template-lint: localstack-install
+	python3 infra/render.py --check
 	$(VENV)/bin/cfn-lint infra/template.yaml
 
 localstack-install:
@@ -75,11 +77,12 @@ localstack-stop:
 deploy: lambdas
 	localstack/stack deploy
 
-# The sample atoms twice: on the in-memory engine in virtual time (every event kind, a simulated
-# week), then live as Lambdas on LocalStack in real time.
+# The main job: the email assistant hired for a demo user on LocalStack (answers from
+# fixtures/demo-answers.json, or typed with DEMO_INTERACTIVE=1), its digests printed; then the
+# sample atoms live, and on the in-memory engine in virtual time (a simulated week).
 demo:
-	$(CARGO) run -q -p reanimate-demo --bin reanimate-demo --locked
 	@$(MAKE) --no-print-directory demo-live
+	$(CARGO) run -q -p reanimate-demo --bin reanimate-demo --locked
 
 demo-live: localstack-install lambdas
 	localstack/stack with bash -c '.venv/bin/python infra/deploy.py --max-queue-delay 2 && $(CARGO) run -q -p reanimate-demo --bin reanimate-demo-live --locked'

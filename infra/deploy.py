@@ -20,7 +20,8 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-ATOMS = {"countdown": "Countdown", "fan-out": "FanOut", "worker": "Worker", "approval": "Approval"}
+sys.path.insert(0, str(ROOT / "infra"))
+from render import ATOMS  # noqa: E402  (one list of atoms for the template and the deploy)
 
 
 def zipped(bootstrap: pathlib.Path) -> bytes:
@@ -39,6 +40,11 @@ def main() -> int:
     parser.add_argument("--outputs", default=str(ROOT / ".localstack" / "stack-outputs.json"))
     parser.add_argument("--max-queue-delay", type=int, default=900)
     parser.add_argument("--architecture", default="x86_64", choices=["x86_64", "arm64"])
+    parser.add_argument(
+        "--mail-root",
+        default=str(ROOT / "fixtures" / "mail"),
+        help="where the functions find Maildir mailboxes (LocalStack runs them on this machine)",
+    )
     args = parser.parse_args()
 
     session = boto3.session.Session()
@@ -58,8 +64,9 @@ def main() -> int:
         "CodeBucket": bucket,
         "MaxQueueDelaySeconds": str(args.max_queue_delay),
         "Architecture": args.architecture,
+        "MailRoot": args.mail_root,
     }
-    for atom, name in ATOMS.items():
+    for atom, name, _ in ATOMS:
         bootstrap = ROOT / "target" / "lambda" / atom / "bootstrap"
         if not bootstrap.is_file():
             print(f"deploy: {bootstrap} is missing; build with `cargo lambda build` first", file=sys.stderr)
@@ -70,10 +77,13 @@ def main() -> int:
         parameters[f"{name}CodeKey"] = key
 
     cfn = session.client("cloudformation")
-    template = (ROOT / "infra" / "template.yaml").read_text()
+    # Passed by URL: the template is over CloudFormation's 51,200-byte limit for an inline body.
+    template = (ROOT / "infra" / "template.yaml").read_bytes()
+    template_key = f"template-{hashlib.sha256(template).hexdigest()[:16]}.yaml"
+    s3.put_object(Bucket=bucket, Key=template_key, Body=template)
     request = {
         "StackName": args.stack,
-        "TemplateBody": template,
+        "TemplateURL": f"{s3.meta.endpoint_url}/{bucket}/{template_key}",
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         "Capabilities": ["CAPABILITY_IAM"],
     }

@@ -11,14 +11,16 @@ pub enum Service {
     Sqs,
     Scheduler,
     EventBridge,
+    S3,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::DynamoDb,
         Service::Sqs,
         Service::Scheduler,
         Service::EventBridge,
+        Service::S3,
     ];
 
     pub fn name(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Service {
             Service::Sqs => "sqs",
             Service::Scheduler => "scheduler",
             Service::EventBridge => "eventbridge",
+            Service::S3 => "s3",
         }
     }
 }

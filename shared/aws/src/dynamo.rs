@@ -428,3 +428,32 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
         Ok(entries)
     }
 }
+
+/// Every instance record in `table` (a consistent scan, for demos and tests; not for the hot
+/// path), sorted by id.
+pub async fn scan_instances(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<InstanceRecord>> {
+    let mut records = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| crate::errors::classify("DynamoDB Scan", e))?;
+        for item in page.items() {
+            records.push(item_to_record(item)?);
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => break,
+        }
+    }
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(records)
+}

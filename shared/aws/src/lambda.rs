@@ -132,7 +132,19 @@ pub fn init_tracing() {
 /// overflow the compiler's query depth limit in each function crate that would otherwise
 /// instantiate it (an incremental build can hide that; a clean build cannot).
 pub fn serve(registry: reanimate_core::Registry) -> ServeFuture {
-    Box::pin(serve_registry(registry))
+    serve_with(registry, |_, _| Ok(reanimate_core::Activities::default()))
+}
+
+/// Like [`serve`], for atoms that call activities: `activities` builds them once, from the
+/// process's clients (and counting their requests with the others).
+pub fn serve_with(
+    registry: reanimate_core::Registry,
+    activities: fn(
+        &crate::stack::Clients,
+        &RequestCounters,
+    ) -> reanimate_core::Result<reanimate_core::Activities>,
+) -> ServeFuture {
+    Box::pin(serve_registry(registry, activities))
 }
 
 /// What [`serve`] returns: runs until the Lambda environment shuts down.
@@ -142,12 +154,18 @@ pub type ServeFuture = std::pin::Pin<
 
 async fn serve_registry(
     registry: reanimate_core::Registry,
+    activities: fn(
+        &crate::stack::Clients,
+        &RequestCounters,
+    ) -> reanimate_core::Result<reanimate_core::Activities>,
 ) -> std::result::Result<(), lambda_runtime::Error> {
     init_tracing();
     let config = std::sync::Arc::new(crate::StackConfig::from_env()?);
     let clients = crate::stack::Clients::from_env().await;
     let counters = RequestCounters::default();
-    let runtime = crate::stack::runtime(registry, &clients, config, &counters);
+    let activities = activities(&clients, &counters)?;
+    let runtime =
+        crate::stack::runtime(registry, &clients, config, &counters).with_activities(activities);
     let dead_letters = DeadLetters {
         sqs: clients.sqs.clone(),
         url: std::env::var("REANIMATE_DEAD_LETTER_URL")

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod counters;
 pub mod dynamo;
+pub mod email;
 pub mod errors;
 pub mod lambda;
 pub mod messaging;

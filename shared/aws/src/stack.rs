@@ -22,6 +22,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub scheduler: aws_sdk_scheduler::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Clients {
@@ -32,6 +33,12 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&shared),
             scheduler: aws_sdk_scheduler::Client::new(&shared),
             events: aws_sdk_eventbridge::Client::new(&shared),
+            // Path-style addressing: LocalStack's endpoint has no per-bucket host names.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(true)
+                    .build(),
+            ),
         }
     }
 }

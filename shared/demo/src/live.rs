@@ -4,7 +4,7 @@
 
 use reanimate_atoms::approval::ApprovalInput;
 use reanimate_atoms::fan_out::FanOutInput;
-use reanimate_aws::{Clients, RequestCounters, StackConfig, dynamo::item_to_record};
+use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, SystemClock};
 use reanimate_core::{Envelope, Event, InstanceId, InstanceRecord, MessageId, Result, Status};
 use serde_json::{Value, json};
@@ -55,29 +55,8 @@ impl Live {
     }
 
     async fn records(&self) -> Result<Vec<InstanceRecord>> {
-        let mut records = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .clients
-                .dynamodb
-                .scan()
-                .table_name(&self.config.instances_table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| reanimate_aws::errors::classify("DynamoDB Scan", e))?;
-            for item in page.items() {
-                records.push(item_to_record(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
+        reanimate_aws::dynamo::scan_instances(&self.clients.dynamodb, &self.config.instances_table)
+            .await
     }
 
     /// Prints every transition not printed yet; returns the records.
@@ -146,13 +125,87 @@ fn find<'a>(records: &'a [InstanceRecord], id: &str) -> Option<&'a InstanceRecor
     records.iter().find(|r| r.id.as_str() == id)
 }
 
+/// The main job: hire the email assistant for a demo user and print its digests.
+async fn email_assistant(path: &str, run: &str) -> Result<()> {
+    use reanimate_demo::email_live::{self, Answers, Stack};
+    let stack = Stack::from_outputs(path).await?;
+    let answers = if std::env::var("DEMO_INTERACTIVE").is_ok_and(|v| v == "1") {
+        Answers::Interactive
+    } else {
+        let file =
+            std::env::var("DEMO_ANSWERS").unwrap_or_else(|_| "fixtures/demo-answers.json".into());
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| reanimate_core::Error::terminal(format!("{file}: {e}")))?;
+        Answers::File(
+            reanimate_email::scenario::AnswerFile::parse(&text, Duration::ZERO)
+                .map_err(reanimate_core::Error::terminal)?,
+        )
+    };
+    println!(
+        "== The email assistant, live: every atom its own Lambda behind its own SQS queue ==\n"
+    );
+    let outcome = email_live::run(&stack, &format!("sam-{run}"), &answers, false).await?;
+    let saved = std::path::Path::new("target/demo-digests");
+    for (key, markdown) in &outcome.digests {
+        let file = saved.join(key.rsplit('/').next().unwrap_or(key));
+        let _ = std::fs::create_dir_all(saved);
+        let _ = std::fs::write(&file, markdown);
+        let mut lines = markdown.lines();
+        println!(
+            "\n---- s3://{}/{key} (full text: {}) ----",
+            stack.digest_bucket,
+            file.display()
+        );
+        for line in lines.by_ref().take(14) {
+            println!("{line}");
+        }
+        if lines.next().is_some() {
+            println!("[…]");
+        }
+    }
+    let steps = outcome.steps();
+    println!(
+        "\n{} instances ({}), {steps} steps, {} conditional writes to the instances table ({:.2} per step), {} digests, {:.1} s of wall time.",
+        outcome.instances.len(),
+        outcome
+            .by_atom()
+            .iter()
+            .map(|(atom, n)| format!("{n} {atom}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        outcome.writes(),
+        outcome.writes() as f64 / steps.max(1) as f64,
+        outcome.digests.len(),
+        outcome.wall.as_secs_f64()
+    );
+    println!(
+        "Decisions: {}",
+        outcome.report["decisions"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .map(|d| {
+                        format!(
+                            "batch {} → {}",
+                            d["batch"],
+                            d["step"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let path = std::env::var("REANIMATE_STACK_OUTPUTS")
         .unwrap_or_else(|_| ".localstack/stack-outputs.json".into());
     let config = Arc::new(StackConfig::from_outputs_file(
         &path,
-        &reanimate_atoms::registry().names(),
+        &reanimate_demo::email_live::atom_names(),
     )?);
     let clients = Clients::from_env().await;
     let runtime = reanimate_aws::stack::runtime(
@@ -180,6 +233,8 @@ async fn main() -> Result<()> {
         "reanimate live demo on {} (stack outputs {path})",
         std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "AWS".into())
     );
+    email_assistant(&path, &run).await?;
+    println!("\n== The sample atoms, live ==\n");
     println!(
         "every atom is its own Lambda fed by its own SQS queue; transitions as they land in DynamoDB:\n"
     );

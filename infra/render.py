@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Renders infra/template.yaml: the shared resources once, then the same block per atom.
+
+    python infra/render.py          # rewrite infra/template.yaml
+    python infra/render.py --check  # fail if the committed template is not what this renders
+
+Each atom gets a queue, a dead-letter queue, a least-privilege role, a function and an event
+source mapping. Add an atom by adding a line to ATOMS (and a crate under functions/)."""
+
+import sys
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "infra" / "template.yaml"
+
+# (atom type, CloudFormation name, extra IAM statements)
+DIGEST_WRITE = """              - Effect: Allow
+                Action: s3:PutObject
+                Resource: !Sub "${DigestBucket.Arn}/digests/*"
+"""
+ATOMS = [
+    ("countdown", "Countdown", ""),
+    ("fan-out", "FanOut", ""),
+    ("worker", "Worker", ""),
+    ("approval", "Approval", ""),
+    ("email-assistant", "EmailAssistant", ""),
+    ("bulk-email-analysis", "BulkEmailAnalysis", ""),
+    ("fetch-emails", "FetchEmails", ""),
+    ("summarize-rank", "SummarizeRank", ""),
+    ("write-digest", "WriteDigest", DIGEST_WRITE),
+    ("planner", "Planner", ""),
+]
+
+HEADER = """AWSTemplateFormatVersion: "2010-09-09"
+Description: >-
+  reanimate: one Lambda per atom, each fed by its own SQS queue (with a dead-letter queue), state
+  in DynamoDB, timers in EventBridge Scheduler, lifecycle events on an EventBridge bus, digests in
+  S3. The same template deploys to LocalStack (make integ, make demo) and to AWS (README.md).
+  Rendered by infra/render.py; edit that, not this file.
+
+Parameters:
+  CodeBucket:
+    Type: String
+    Description: S3 bucket holding the functions' zipped bootstrap binaries.
+{code_keys}  Architecture:
+    Type: String
+    Default: x86_64
+    AllowedValues: [x86_64, arm64]
+  MaxQueueDelaySeconds:
+    Type: Number
+    Default: 900
+    MinValue: 0
+    MaxValue: 900
+    Description: Timers due within this many seconds use an SQS delay; later ones a Scheduler schedule.
+  RetentionSeconds:
+    Type: Number
+    Default: 2592000
+    Description: How long a finished instance is kept before DynamoDB's TTL deletes it (30 days).
+  MailRoot:
+    Type: String
+    Default: /var/task/mail
+    Description: Folder under which Maildir mailboxes named in the assistant's auth answers live.
+  ModelProvider:
+    Type: String
+    Default: offline
+    AllowedValues: [offline]
+    Description: The language model the playbooks use (offline is a deterministic heuristic).
+
+Resources:
+  InstancesTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - {{AttributeName: id, AttributeType: S}}
+      KeySchema:
+        - {{AttributeName: id, KeyType: HASH}}
+      TimeToLiveSpecification: {{AttributeName: expires_at, Enabled: true}}
+
+  InboxTable:
+    Type: AWS::DynamoDB::Table
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions:
+        - {{AttributeName: id, AttributeType: S}}
+        - {{AttributeName: status, AttributeType: S}}
+        - {{AttributeName: created_at, AttributeType: N}}
+      KeySchema:
+        - {{AttributeName: id, KeyType: HASH}}
+      GlobalSecondaryIndexes:
+        - IndexName: by-status
+          KeySchema:
+            - {{AttributeName: status, KeyType: HASH}}
+            - {{AttributeName: created_at, KeyType: RANGE}}
+          Projection: {{ProjectionType: ALL}}
+
+  DigestBucket:
+    Type: AWS::S3::Bucket
+    Properties:
+      PublicAccessBlockConfiguration:
+        BlockPublicAcls: true
+        BlockPublicPolicy: true
+        IgnorePublicAcls: true
+        RestrictPublicBuckets: true
+
+  EventBus:
+    Type: AWS::Events::EventBus
+    Properties:
+      Name: !Sub "${{AWS::StackName}}-events"
+
+  TimerGroup:
+    Type: AWS::Scheduler::ScheduleGroup
+    Properties:
+      Name: !Sub "${{AWS::StackName}}-timers"
+
+  # Assumed by EventBridge Scheduler to deliver long timers to the atoms' queues.
+  SchedulerRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{Service: scheduler.amazonaws.com}}
+            Action: sts:AssumeRole
+            Condition:
+              StringEquals: {{"aws:SourceAccount": !Ref AWS::AccountId}}
+      Policies:
+        - PolicyName: send-to-atom-queues
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource:
+{queue_arns}"""
+
+ATOM = """
+  # --- {atom} {rule}
+  {Name}DeadLetters:
+    Type: AWS::SQS::Queue
+    Properties:
+      MessageRetentionPeriod: 1209600
+
+  {Name}Queue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 180
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt {Name}DeadLetters.Arn
+        maxReceiveCount: 5
+
+  {Name}Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{Service: lambda.amazonaws.com}}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: {atom}-atom
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: [logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents]
+                Resource: !Sub "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/*"
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:PutItem]
+                Resource: !GetAtt InstancesTable.Arn
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:Query]
+                Resource: [!GetAtt InboxTable.Arn, !Sub "${{InboxTable.Arn}}/index/by-status"]
+              - Effect: Allow
+                Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes, sqs:ChangeMessageVisibility]
+                Resource: !GetAtt {Name}Queue.Arn
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource:
+                  - !GetAtt {Name}DeadLetters.Arn
+{queue_arns}              - Effect: Allow
+                Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
+                Resource: !Sub "arn:${{AWS::Partition}}:scheduler:${{AWS::Region}}:${{AWS::AccountId}}:schedule/${{TimerGroup}}/*"
+              - Effect: Allow
+                Action: iam:PassRole
+                Resource: !GetAtt SchedulerRole.Arn
+              - Effect: Allow
+                Action: events:PutEvents
+                Resource: !GetAtt EventBus.Arn
+{extra}
+  {Name}Function:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: provided.al2023
+      Handler: bootstrap
+      Architectures: [!Ref Architecture]
+      MemorySize: 256
+      Timeout: 30
+      Role: !GetAtt {Name}Role.Arn
+      Code: {{S3Bucket: !Ref CodeBucket, S3Key: !Ref {Name}CodeKey}}
+      Environment:
+        Variables:
+          AWS_LAMBDA_LOG_FORMAT: JSON
+          REANIMATE_INSTANCES_TABLE: !Ref InstancesTable
+          REANIMATE_INBOX_TABLE: !Ref InboxTable
+          REANIMATE_SCHEDULE_GROUP: !Ref TimerGroup
+          REANIMATE_SCHEDULER_ROLE_ARN: !GetAtt SchedulerRole.Arn
+          REANIMATE_EVENT_BUS: !Ref EventBus
+          REANIMATE_DEAD_LETTER_URL: !Ref {Name}DeadLetters
+          REANIMATE_MAX_QUEUE_DELAY_SECS: !Ref MaxQueueDelaySeconds
+          REANIMATE_RETENTION_SECS: !Ref RetentionSeconds
+          REANIMATE_DIGEST_BUCKET: !Ref DigestBucket
+          REANIMATE_MAIL_ROOT: !Ref MailRoot
+          REANIMATE_MODEL: !Ref ModelProvider
+          REANIMATE_ROUTES: !Sub '{routes}'
+
+  {Name}Trigger:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      EventSourceArn: !GetAtt {Name}Queue.Arn
+      FunctionName: !Ref {Name}Function
+      BatchSize: 10
+      FunctionResponseTypes: [ReportBatchItemFailures]
+"""
+
+
+def render() -> str:
+    code_keys = "".join(
+        f"  {name}CodeKey:\n    Type: String\n    Description: S3 key of the {atom} function's zip.\n"
+        for atom, name, _ in ATOMS
+    )
+    queue_arns = "".join(f"                  - !GetAtt {name}Queue.Arn\n" for _, name, _ in ATOMS)
+    routes = "{" + ", ".join(
+        f'"{atom}": {{"url": "${{{name}Queue}}", "arn": "${{{name}Queue.Arn}}"}}' for atom, name, _ in ATOMS
+    ) + "}"
+    out = HEADER.format(code_keys=code_keys, queue_arns=queue_arns)
+    for atom, name, extra in ATOMS:
+        rule = "-" * max(3, 88 - len(atom))
+        out += ATOM.format(atom=atom, Name=name, rule=rule, queue_arns=queue_arns, extra=extra, routes=routes)
+    out += "\nOutputs:\n"
+    for key, value in [
+        ("InstancesTable", "!Ref InstancesTable"),
+        ("InboxTable", "!Ref InboxTable"),
+        ("DigestBucket", "!Ref DigestBucket"),
+        ("EventBus", "!Ref EventBus"),
+        ("TimerGroup", "!Ref TimerGroup"),
+        ("SchedulerRoleArn", "!GetAtt SchedulerRole.Arn"),
+    ]:
+        out += f"  {key}: {{Value: {value}}}\n"
+    for _, name, _ in ATOMS:
+        out += (
+            f"  {name}QueueUrl: {{Value: !Ref {name}Queue}}\n"
+            f"  {name}QueueArn: {{Value: !GetAtt {name}Queue.Arn}}\n"
+            f"  {name}DeadLettersUrl: {{Value: !Ref {name}DeadLetters}}\n"
+            f"  {name}FunctionName: {{Value: !Ref {name}Function}}\n"
+        )
+    return out
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv:
+        if TEMPLATE.read_text() != text:
+            print("infra/template.yaml is stale: run python infra/render.py", file=sys.stderr)
+            return 1
+        return 0
+    TEMPLATE.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+//! Hires the email assistant on the deployed stack (LocalStack or AWS): a start message on its
+//! SQS queue, answers through the inbox (from an answer file, or typed in a terminal), then waits
+//! for the analysis to finish and reads the digests back from S3.
+
+use reanimate_aws::{Clients, RequestCounters, StackConfig};
+use reanimate_core::ports::{Inbox, SystemClock};
+use reanimate_core::{Envelope, Error, InstanceId, InstanceRecord, MessageId, Result, Status};
+use reanimate_email::scenario::AnswerFile;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write as _};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the whole run may take before it is declared stuck.
+pub const LIMIT: Duration = Duration::from_secs(300);
+
+/// Every atom type the stack deploys.
+pub fn atom_names() -> Vec<&'static str> {
+    let mut names = reanimate_atoms::registry().names();
+    names.extend(reanimate_email::atoms::registry().names());
+    names
+}
+
+/// How the questions get answered.
+#[derive(Debug)]
+pub enum Answers {
+    File(AnswerFile),
+    /// Print each question and read a JSON answer from standard input.
+    Interactive,
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub user: String,
+    pub assistant: InstanceRecord,
+    /// This run's instances (the assistant and everything it started).
+    pub instances: Vec<InstanceRecord>,
+    /// S3 key → Markdown.
+    pub digests: BTreeMap<String, String>,
+    pub report: Value,
+    pub wall: Duration,
+}
+
+impl Outcome {
+    /// Saved transitions (each is one conditional `PutItem` on the instances table).
+    pub fn writes(&self) -> u64 {
+        self.instances.iter().map(|r| r.version).sum()
+    }
+    /// Steps the atoms took (events applied).
+    pub fn steps(&self) -> u64 {
+        self.instances.iter().map(|r| r.transitions).sum()
+    }
+    pub fn by_atom(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for r in &self.instances {
+            *counts.entry(r.atom.as_str()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+#[derive(Debug)]
+pub struct Stack {
+    pub clients: Clients,
+    pub config: Arc<StackConfig>,
+    pub runtime: reanimate_aws::AwsRuntime,
+    pub digest_bucket: String,
+}
+
+impl Stack {
+    /// The deployed stack named by its outputs file (written by infra/deploy.py).
+    pub async fn from_outputs(path: &str) -> Result<Self> {
+        let config = Arc::new(StackConfig::from_outputs_file(path, &atom_names())?);
+        let outputs: BTreeMap<String, String> = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let digest_bucket = outputs
+            .get("DigestBucket")
+            .cloned()
+            .ok_or_else(|| Error::terminal(format!("{path} has no DigestBucket output")))?;
+        let clients = Clients::from_env().await;
+        let registry = reanimate_email::atoms::registry();
+        let runtime = reanimate_aws::stack::runtime(
+            registry,
+            &clients,
+            Arc::clone(&config),
+            &RequestCounters::default(),
+        );
+        Ok(Self {
+            clients,
+            config,
+            runtime,
+            digest_bucket,
+        })
+    }
+
+    async fn records(&self) -> Result<Vec<InstanceRecord>> {
+        reanimate_aws::dynamo::scan_instances(&self.clients.dynamodb, &self.config.instances_table)
+            .await
+    }
+
+    /// The assistant and its descendants.
+    async fn family(&self, root: &str) -> Result<Vec<InstanceRecord>> {
+        let all = self.records().await?;
+        let mut ids = vec![root.to_string()];
+        let mut family = Vec::new();
+        while let Some(id) = ids.pop() {
+            for r in &all {
+                if r.id.as_str() == id {
+                    family.push(r.clone());
+                }
+                if r.parent.as_ref().is_some_and(|p| p.id.as_str() == id) {
+                    ids.push(r.id.to_string());
+                }
+            }
+        }
+        Ok(family)
+    }
+
+    async fn digests(&self, user: &str) -> Result<BTreeMap<String, String>> {
+        let bucket = &self.digest_bucket;
+        let listed = self
+            .clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("digests/{user}/"))
+            .send()
+            .await
+            .map_err(|e| reanimate_aws::errors::classify("S3 ListObjectsV2", e))?;
+        let mut digests = BTreeMap::new();
+        for object in listed.contents() {
+            let Some(key) = object.key() else { continue };
+            let body = self
+                .clients
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| reanimate_aws::errors::classify("S3 GetObject", e))?
+                .body
+                .collect()
+                .await
+                .map_err(|e| Error::retryable(format!("reading {key}: {e}")))?;
+            digests.insert(
+                key.to_string(),
+                String::from_utf8_lossy(&body.into_bytes()).into_owned(),
+            );
+        }
+        Ok(digests)
+    }
+}
+
+fn say(started: Instant, quiet: bool, line: impl AsRef<str>) {
+    if !quiet {
+        println!(
+            "{:>7}  {}",
+            format!("+{:.1}s", started.elapsed().as_secs_f64()),
+            line.as_ref()
+        );
+    }
+}
+
+/// Reads one JSON answer for `prompt` from the terminal, until it parses.
+fn ask_terminal(kind: &str, prompt: &str, schema: &Value) -> Value {
+    let stdin = std::io::stdin();
+    loop {
+        println!("\n[{kind}] {prompt}\n  (JSON matching {schema})");
+        print!("> ");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
+            return Value::Null;
+        }
+        match serde_json::from_str(line.trim()) {
+            Ok(value) => return value,
+            Err(e) => println!("not JSON: {e}"),
+        }
+    }
+}
+
+/// Hires the assistant for `user` and runs it until its first analysis is done.
+pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> Result<Outcome> {
+    let started = Instant::now();
+    let deadline = started + LIMIT;
+    let assistant = format!("assistant-{user}");
+    let hire = json!({"user": user, "batch_size": 25, "recurring": true});
+    let start = Envelope::start(
+        MessageId::new(format!("hire:{user}"))?,
+        InstanceId::new(&assistant)?,
+        "email-assistant",
+        hire.clone(),
+    );
+    stack
+        .clients
+        .sqs
+        .send_message()
+        .queue_url(&stack.config.route("email-assistant")?.url)
+        .message_body(start.to_json())
+        .send()
+        .await
+        .map_err(|e| reanimate_aws::errors::classify("SQS SendMessage", e))?;
+    say(
+        started,
+        quiet,
+        format!("→ sent a start message to the email-assistant queue: {hire}"),
+    );
+
+    let mut answered = Vec::new();
+    let mut analysis_seen = false;
+    let mut last_status = BTreeMap::<String, Status>::new();
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::terminal(format!(
+                "the demo did not finish within {LIMIT:?}"
+            )));
+        }
+        let family = stack.family(&assistant).await?;
+        for r in &family {
+            if last_status.get(r.id.as_str()) != Some(&r.status)
+                && (r.parent.is_none()
+                    || r.atom == "bulk-email-analysis"
+                    || r.status.is_finished() && r.atom == "write-digest")
+            {
+                say(
+                    started,
+                    quiet,
+                    format!("{:<22} {:<34} {}", r.atom, r.id.as_str(), r.status.as_str()),
+                );
+            }
+            last_status.insert(r.id.to_string(), r.status);
+        }
+        let Some(root) = family.iter().find(|r| r.id.as_str() == assistant) else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if root.status.is_finished() {
+            return Err(Error::terminal(format!(
+                "the assistant ended {}: {}",
+                root.status.as_str(),
+                root.error.clone().unwrap_or_default()
+            )));
+        }
+        // Answer open questions.
+        for request in root.waiting.requests.keys() {
+            if answered.contains(request) {
+                continue;
+            }
+            let Some(entry) = stack.runtime.inbox().get(request).await? else {
+                continue; // the inbox write follows the record's save
+            };
+            let kind = entry.request.kind.clone();
+            say(
+                started,
+                quiet,
+                format!("? {} asks ({kind}): {}", assistant, entry.request.prompt),
+            );
+            let answer = match answers {
+                Answers::File(file) => file.answer(&kind).cloned().ok_or_else(|| {
+                    Error::terminal(format!("the answer file has no answer for {kind:?}"))
+                })?,
+                Answers::Interactive => {
+                    ask_terminal(&kind, &entry.request.prompt, &entry.request.schema)
+                }
+            };
+            match reanimate_core::client::answer(
+                stack.runtime.inbox(),
+                stack.runtime.dispatcher(),
+                &SystemClock,
+                request,
+                answer.clone(),
+            )
+            .await
+            {
+                Ok(()) => {
+                    say(started, quiet, format!("→ answered {kind}: {answer}"));
+                    answered.push(request.clone());
+                }
+                Err(refused) if matches!(answers, Answers::Interactive) => {
+                    println!("refused: {}", refused.reason);
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+        let analysis = family.iter().find(|r| r.atom == "bulk-email-analysis");
+        analysis_seen |= analysis.is_some();
+        if let Some(analysis) = analysis
+            && analysis.status.is_finished()
+        {
+            if analysis.status != Status::Completed {
+                return Err(Error::terminal(format!(
+                    "the analysis ended {}: {}",
+                    analysis.status.as_str(),
+                    analysis.error.clone().unwrap_or_default()
+                )));
+            }
+            // The assistant hears of it and arms its next-digest timer.
+            if root.waiting.timers.contains_key("next-digest") {
+                let report = analysis.result.clone().unwrap_or(Value::Null);
+                let digests = stack.digests(user).await?;
+                let instances = stack.family(&assistant).await?;
+                let assistant = instances
+                    .iter()
+                    .find(|r| r.id == root.id)
+                    .cloned()
+                    .unwrap_or_else(|| root.clone());
+                return Ok(Outcome {
+                    user: user.to_string(),
+                    assistant,
+                    instances,
+                    digests,
+                    report,
+                    wall: started.elapsed(),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(if analysis_seen { 500 } else { 200 })).await;
+    }
+}
