@@ -12,12 +12,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use reanimate_core::event::ParentLink;
 use reanimate_core::ports::{InboxEntry, RequestStatus, SaveOutcome};
 use reanimate_core::record::{
-    Effect, InstanceRecord, RecentMessages, RequestOutcome, Status, UserRequest, Waiting,
+    Effect, HistoryEntry, InstanceRecord, RecentMessages, RequestOutcome, Status, UserRequest,
+    Waiting,
 };
 use reanimate_core::{Error, InstanceId, RequestId, Result, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
@@ -70,6 +71,8 @@ struct BodyRef<'a> {
     outbox: &'a [Effect],
     progress_sent: u64,
     transitions: u64,
+    #[serde(skip_serializing_if = "VecDeque::is_empty")]
+    history: &'a VecDeque<HistoryEntry>,
     created_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: &'a Option<Value>,
@@ -89,6 +92,8 @@ struct Body {
     progress_sent: u64,
     #[serde(default)]
     transitions: u64,
+    #[serde(default)]
+    history: VecDeque<HistoryEntry>,
     created_at: Timestamp,
     #[serde(default)]
     result: Option<Value>,
@@ -103,6 +108,7 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
         outbox: &record.outbox,
         progress_sent: record.progress_sent,
         transitions: record.transitions,
+        history: &record.history,
         created_at: record.created_at,
         result: &record.result,
     };
@@ -142,6 +148,7 @@ pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
         outbox: body.outbox,
         progress_sent: body.progress_sent,
         transitions: body.transitions,
+        history: body.history,
         created_at: body.created_at,
         updated_at: Timestamp::from_millis(get_n(item, "updated_at")?),
         result: body.result,

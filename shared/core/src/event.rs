@@ -74,6 +74,21 @@ pub enum Event {
 }
 
 impl Event {
+    /// Which one of its kind, for the history: a child's tag, a timer's or signal's name, a
+    /// request id, a call's tag.
+    pub fn detail(&self) -> String {
+        match self {
+            Event::ChildCompleted { tag, .. }
+            | Event::ChildFailed { tag, .. }
+            | Event::ChildProgress { tag, .. }
+            | Event::Call { tag, .. } => tag.clone(),
+            Event::TimerFired { name, .. } | Event::Signal { name, .. } => name.clone(),
+            Event::UserAnswered { request, .. } => request.to_string(),
+            Event::CancelRequested { reason } => reason.clone(),
+            Event::Started { .. } | Event::Continue { .. } => String::new(),
+        }
+    }
+
     /// A short name for logs, spans and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

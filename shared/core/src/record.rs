@@ -12,6 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// DynamoDB items may be 400 KB; stay well under so attribute names and encoding overhead fit.
 pub const MAX_RECORD_BYTES: usize = 350_000;
 
+/// How many of its latest transitions an instance's history keeps (`transitions` counts all of
+/// them). Small on purpose: the history is rewritten with the record on every step.
+pub const HISTORY_ENTRIES: usize = 32;
+
 /// How many applied message ids an instance remembers for deduplication (see ARCHITECTURE.md:
 /// most events are also deduplicated by what the instance is waiting for, which is unbounded).
 pub const RECENT_MESSAGES: usize = 128;
@@ -71,6 +75,9 @@ pub struct InstanceRecord {
     /// How many events the atom's `step` has applied.
     #[serde(default)]
     pub transitions: u64,
+    /// The latest saved transitions, oldest first (at most [`HISTORY_ENTRIES`]).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub history: VecDeque<HistoryEntry>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,10 +133,48 @@ impl InstanceRecord {
                 .as_ref()
                 .map_or(0, crate::envelope::encoded_len);
         }
+        size += self
+            .history
+            .iter()
+            .map(|h| h.event.len() + h.detail.len() + 4 * FIELD)
+            .sum::<usize>();
         size += outbox_bytes + self.outbox.len() * FIELD;
         size += self.result.as_ref().map_or(0, crate::envelope::encoded_len);
         size += self.error.as_ref().map_or(0, |e| e.len() + FIELD);
         size
+    }
+}
+
+/// One saved transition, as `reanimate history` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub at: Timestamp,
+    /// The event's kind (`started`, `child_completed`, `call`, ...), or `call_journaled`.
+    pub event: String,
+    /// Which one: a child's tag, a timer's name, a signal's name, a request id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub status: Status,
+    /// Effects the transition sent (messages, timers, requests, notices).
+    #[serde(default)]
+    pub effects: u32,
+}
+
+impl InstanceRecord {
+    /// Appends to the bounded history.
+    pub fn remember_transition(&mut self, event: &str, detail: &str, effects: usize) {
+        if self.history.len() >= HISTORY_ENTRIES {
+            self.history.pop_front();
+        }
+        self.history.push_back(HistoryEntry {
+            version: self.version,
+            at: self.updated_at,
+            event: event.to_string(),
+            detail: detail.to_string(),
+            status: self.status,
+            effects: effects as u32,
+        });
     }
 }
 

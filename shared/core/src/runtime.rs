@@ -343,6 +343,7 @@ where
                 );
                 journal(&mut next, CallOutcome::Failed { reason });
             }
+            next.remember_transition("call_journaled", activity, 0);
             let version_read = record.version;
             match self.store.save(next.clone(), Some(version_read)).await? {
                 SaveOutcome::Saved => {
@@ -611,6 +612,7 @@ fn plan(
             outbox: Vec::new(),
             progress_sent: 0,
             transitions: 0,
+            history: Default::default(),
             created_at: now,
             updated_at: now,
             result: None,
@@ -618,6 +620,7 @@ fn plan(
         };
         let mut draft = Draft::new(atom, fresh, now, Some(&env.id));
         draft.known = Some(known);
+        draft.event = Some((env.event.kind(), env.event.detail()));
         draft.step(AtomEvent::Started(input.clone()))?;
         return Ok(draft.into_plan());
     };
@@ -637,6 +640,7 @@ fn plan(
 
     let mut draft = Draft::new(atom, current, now, Some(&env.id));
     draft.known = Some(known);
+    draft.event = Some((env.event.kind(), env.event.detail()));
     draft.decoded = cached;
     match &env.event {
         Event::Started { .. } => return ignored("instance already started"),
@@ -817,6 +821,8 @@ struct Draft<'a> {
     /// `record.state` decoded, when known.
     decoded: Option<TypedState>,
     known: Option<Known<'a>>,
+    /// The event's kind and detail, for the history.
+    event: Option<(&'static str, String)>,
 }
 
 impl<'a> Draft<'a> {
@@ -844,6 +850,7 @@ impl<'a> Draft<'a> {
             finished: false,
             decoded: None,
             known: None,
+            event: None,
         }
     }
 
@@ -1304,6 +1311,10 @@ impl<'a> Draft<'a> {
     }
 
     fn into_plan(mut self) -> Plan {
+        if let Some((event, detail)) = self.event.take() {
+            self.record
+                .remember_transition(event, &detail, self.effects.len());
+        }
         self.record.outbox = std::mem::take(&mut self.effects);
         // Each effect is encoded once here: to check the messages against the queue's limit and
         // to bound the record's size.
