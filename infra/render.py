@@ -18,17 +18,24 @@ DIGEST_WRITE = """              - Effect: Allow
                 Action: s3:PutObject
                 Resource: !Sub "${DigestBucket.Arn}/digests/*"
 """
+# Atoms that ask a model (used only when ModelProvider is bedrock).
+MODEL_INVOKE = """              - Effect: Allow
+                Action: [bedrock:InvokeModel]
+                Resource:
+                  - !Sub "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
+                  - !Sub "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"
+"""
 ATOMS = [
     ("countdown", "Countdown", ""),
     ("fan-out", "FanOut", ""),
     ("worker", "Worker", ""),
     ("approval", "Approval", ""),
-    ("email-assistant", "EmailAssistant", ""),
-    ("bulk-email-analysis", "BulkEmailAnalysis", ""),
+    ("email-assistant", "EmailAssistant", MODEL_INVOKE),
+    ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE),
     ("fetch-emails", "FetchEmails", ""),
-    ("summarize-rank", "SummarizeRank", ""),
+    ("summarize-rank", "SummarizeRank", MODEL_INVOKE),
     ("write-digest", "WriteDigest", DIGEST_WRITE),
-    ("planner", "Planner", ""),
+    ("planner", "Planner", MODEL_INVOKE),
 ]
 
 HEADER = """AWSTemplateFormatVersion: "2010-09-09"
@@ -63,8 +70,25 @@ Parameters:
   ModelProvider:
     Type: String
     Default: offline
-    AllowedValues: [offline]
-    Description: The language model the playbooks use (offline is a deterministic heuristic).
+    AllowedValues: [offline, bedrock, openai-compatible]
+    Description: The language model the playbooks use (offline is a deterministic heuristic, not a language model).
+  ModelUrl:
+    Type: String
+    Default: ""
+    Description: For openai-compatible, the API root (https://api.openai.com/v1, http://host:11434/v1 for Ollama).
+  ModelName:
+    Type: String
+    Default: ""
+    Description: For bedrock and openai-compatible, the everyday model (a Bedrock model or inference profile id).
+  StrongModelName:
+    Type: String
+    Default: ""
+    Description: For bedrock and openai-compatible, the stronger model the planner and careful summaries use (default ModelName).
+  ModelApiKey:
+    Type: String
+    Default: ""
+    NoEcho: true
+    Description: For openai-compatible, the API key, if the endpoint needs one.
 
 Resources:
   InstancesTable:
@@ -214,6 +238,10 @@ ATOM = """
           REANIMATE_DIGEST_BUCKET: !Ref DigestBucket
           REANIMATE_MAIL_ROOT: !Ref MailRoot
           REANIMATE_MODEL: !Ref ModelProvider
+          REANIMATE_MODEL_URL: !Ref ModelUrl
+          REANIMATE_MODEL_NAME: !Ref ModelName
+          REANIMATE_STRONG_MODEL_NAME: !Ref StrongModelName
+          REANIMATE_MODEL_API_KEY: !Ref ModelApiKey
           REANIMATE_ROUTES: !Sub '{routes}'
 
   {Name}Trigger:

@@ -1,6 +1,7 @@
 //! The email assistant's activities on AWS: digests in S3, Maildir mailboxes under the configured
 //! mail root, and the configured model provider.
 
+use crate::bedrock::BedrockConverse;
 use crate::counters::{RequestCounters, Service};
 use crate::errors::classify;
 use crate::stack::Clients;
@@ -9,6 +10,7 @@ use reanimate_core::{Activities, BoxFuture, Error, Result};
 use reanimate_email::digest::DigestStore;
 use reanimate_email::mail::MaildirSource;
 use reanimate_email::offline::OfflineHeuristicModel;
+use reanimate_llm::OpenAiCompatible;
 use std::sync::Arc;
 
 /// Digests as objects in one S3 bucket (`PutObject` overwrites, so a retried store is harmless).
@@ -55,12 +57,54 @@ fn env(name: &str) -> Result<String> {
     std::env::var(name).map_err(|_| Error::terminal(format!("{name} is not set")))
 }
 
-/// The model named by `REANIMATE_MODEL` (default `offline`).
-pub fn model_from_env() -> Result<Arc<dyn Model>> {
+/// The standard and strong models named by the environment:
+/// - `REANIMATE_MODEL=offline` (the default): the deterministic offline heuristic for both;
+/// - `REANIMATE_MODEL=openai-compatible`: `REANIMATE_MODEL_URL` (the API root, e.g.
+///   `https://api.openai.com/v1`), `REANIMATE_MODEL_NAME`, `REANIMATE_STRONG_MODEL_NAME`
+///   (default: the same), `REANIMATE_MODEL_API_KEY` (optional);
+/// - `REANIMATE_MODEL=bedrock`: Bedrock Converse with `REANIMATE_MODEL_NAME` and
+///   `REANIMATE_STRONG_MODEL_NAME` as model (or inference profile) ids, the function's IAM role.
+///
+/// `REANIMATE_MODEL_CONCURRENCY` bounds requests in flight per provider and process.
+pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Model>)> {
+    let mut limits = reanimate_llm::Limits::default();
+    if let Some(n) = std::env::var("REANIMATE_MODEL_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        limits.concurrency = n;
+    }
+    let names = || -> Result<(String, String)> {
+        let name = env("REANIMATE_MODEL_NAME")?;
+        let strong = std::env::var("REANIMATE_STRONG_MODEL_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| name.clone());
+        Ok((name, strong))
+    };
     match std::env::var("REANIMATE_MODEL").as_deref() {
-        Err(_) | Ok("") | Ok("offline") => Ok(Arc::new(OfflineHeuristicModel)),
+        Err(_) | Ok("") | Ok("offline") => {
+            let offline: Arc<dyn Model> = Arc::new(OfflineHeuristicModel);
+            Ok((Arc::clone(&offline), offline))
+        }
+        Ok("bedrock") => {
+            let (name, strong) = names()?;
+            let standard = BedrockConverse::new(&clients.config, &name, limits);
+            let strong = BedrockConverse::new(&clients.config, &strong, limits);
+            Ok((Arc::new(standard), Arc::new(strong)))
+        }
+        Ok("openai-compatible") => {
+            let url = env("REANIMATE_MODEL_URL")?;
+            let (name, strong) = names()?;
+            let key = std::env::var("REANIMATE_MODEL_API_KEY")
+                .ok()
+                .filter(|k| !k.is_empty());
+            let standard = OpenAiCompatible::new(&url, &name, key.clone(), limits)?;
+            let strong = OpenAiCompatible::new(&url, &strong, key, limits)?;
+            Ok((Arc::new(standard), Arc::new(strong)))
+        }
         Ok(other) => Err(Error::terminal(format!(
-            "REANIMATE_MODEL={other:?} is not available in this build; the providers built in are: offline"
+            "REANIMATE_MODEL={other:?} is not a provider; use offline, bedrock or openai-compatible"
         ))),
     }
 }
@@ -68,15 +112,15 @@ pub fn model_from_env() -> Result<Arc<dyn Model>> {
 /// Every activity the email atoms call, from the environment the template sets:
 /// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_MAIL_ROOT`, `REANIMATE_MODEL`.
 pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activities> {
-    let model = model_from_env()?;
+    let (standard, strong) = models_from_env(clients)?;
     let digests = S3Digests::new(
         clients.s3.clone(),
         env("REANIMATE_DIGEST_BUCKET")?,
         counters.clone(),
     );
     Ok(reanimate_email::activities(
-        Arc::clone(&model),
-        model,
+        standard,
+        strong,
         Arc::new(MaildirSource::new(env("REANIMATE_MAIL_ROOT")?)),
         Arc::new(digests),
     ))

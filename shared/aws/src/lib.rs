@@ -11,6 +11,7 @@
 //!
 //! Every adapter counts its requests per service in a shared [`RequestCounters`].
 
+pub mod bedrock;
 pub mod config;
 pub mod counters;
 pub mod dynamo;

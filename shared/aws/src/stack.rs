@@ -23,6 +23,8 @@ pub struct Clients {
     pub scheduler: aws_sdk_scheduler::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
+    /// The shared configuration, for clients built later (a model provider).
+    pub config: aws_config::SdkConfig,
 }
 
 impl Clients {
@@ -39,6 +41,7 @@ impl Clients {
                     .force_path_style(true)
                     .build(),
             ),
+            config: shared,
         }
     }
 }
