@@ -25,6 +25,11 @@ MODEL_INVOKE = """              - Effect: Allow
                   - !Sub "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
                   - !Sub "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"
 """
+# Atoms that read mailboxes: Gmail tokens are in Secrets Manager under reanimate/.
+SECRET_READ = """              - Effect: Allow
+                Action: secretsmanager:GetSecretValue
+                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/*"
+"""
 ATOMS = [
     ("countdown", "Countdown", ""),
     ("fan-out", "FanOut", ""),
@@ -32,8 +37,8 @@ ATOMS = [
     ("approval", "Approval", ""),
     ("email-assistant", "EmailAssistant", MODEL_INVOKE),
     ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE),
-    ("fetch-emails", "FetchEmails", ""),
-    ("summarize-rank", "SummarizeRank", MODEL_INVOKE),
+    ("fetch-emails", "FetchEmails", SECRET_READ),
+    ("summarize-rank", "SummarizeRank", MODEL_INVOKE + SECRET_READ),
     ("write-digest", "WriteDigest", DIGEST_WRITE),
     ("planner", "Planner", MODEL_INVOKE),
 ]

@@ -522,3 +522,44 @@ async fn a_conflict_free_step_makes_one_read_and_one_write() {
         stack.counters
     );
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS endpoint (make test starts LocalStack)"]
+async fn secrets_from_answers_are_kept_in_secrets_manager_and_replaced_on_a_second_answer() {
+    use reanimate_core::secrets::SecretStore;
+    let clients = Clients::from_env().await;
+    let counters = RequestCounters::default();
+    let store =
+        reanimate_aws::secrets::SecretsManager::new(clients.secrets.clone(), counters.clone());
+    let name = format!("reanimate/{}/mailbox/access_token", unique("req"));
+    let first = store
+        .put(&name, "ya29.first-token")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(first.starts_with("arn:aws:secretsmanager:"), "{first}");
+    assert!(
+        !first.contains("ya29"),
+        "the reference does not carry the value"
+    );
+    assert_eq!(
+        store.get(&first).await.ok().as_deref(),
+        Some("ya29.first-token")
+    );
+    let second = store
+        .put(&name, "ya29.second-token")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        second, first,
+        "answering again replaces the value of the same secret"
+    );
+    assert_eq!(
+        store.get(&second).await.ok().as_deref(),
+        Some("ya29.second-token")
+    );
+    assert_eq!(counters.get(Service::SecretsManager, "PutSecretValue"), 1);
+    let missing = store
+        .get("arn:aws:secretsmanager:us-east-1:000000000000:secret:nope")
+        .await;
+    assert!(missing.is_err());
+}

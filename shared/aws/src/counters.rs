@@ -12,15 +12,17 @@ pub enum Service {
     Scheduler,
     EventBridge,
     S3,
+    SecretsManager,
 }
 
 impl Service {
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Service::DynamoDb,
         Service::Sqs,
         Service::Scheduler,
         Service::EventBridge,
         Service::S3,
+        Service::SecretsManager,
     ];
 
     pub fn name(self) -> &'static str {
@@ -30,6 +32,7 @@ impl Service {
             Service::Scheduler => "scheduler",
             Service::EventBridge => "eventbridge",
             Service::S3 => "s3",
+            Service::SecretsManager => "secretsmanager",
         }
     }
 }

@@ -4,11 +4,13 @@
 use crate::bedrock::BedrockConverse;
 use crate::counters::{RequestCounters, Service};
 use crate::errors::classify;
+use crate::secrets::SecretsManager;
 use crate::stack::Clients;
 use reanimate_core::playbook::Model;
 use reanimate_core::{Activities, BoxFuture, Error, Result};
 use reanimate_email::digest::DigestStore;
-use reanimate_email::mail::MaildirSource;
+use reanimate_email::gmail::{GMAIL_API, GmailSource};
+use reanimate_email::mail::{Mailboxes, MaildirSource};
 use reanimate_email::offline::OfflineHeuristicModel;
 use reanimate_llm::OpenAiCompatible;
 use std::sync::Arc;
@@ -110,7 +112,9 @@ pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Mod
 }
 
 /// Every activity the email atoms call, from the environment the template sets:
-/// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_MAIL_ROOT`, `REANIMATE_MODEL`.
+/// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_MAIL_ROOT` (Maildir mailboxes, optional),
+/// `REANIMATE_GMAIL_API` (default the public API; tokens come from Secrets Manager) and the model
+/// variables of [`models_from_env`].
 pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activities> {
     let (standard, strong) = models_from_env(clients)?;
     let digests = S3Digests::new(
@@ -121,7 +125,20 @@ pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activ
     Ok(reanimate_email::activities(
         standard,
         strong,
-        Arc::new(MaildirSource::new(env("REANIMATE_MAIL_ROOT")?)),
+        Arc::new(Mailboxes {
+            maildir: std::env::var("REANIMATE_MAIL_ROOT")
+                .ok()
+                .filter(|r| !r.is_empty())
+                .map(MaildirSource::new),
+            gmail: Some(GmailSource::new(
+                &std::env::var("REANIMATE_GMAIL_API").unwrap_or_else(|_| GMAIL_API.into()),
+                Arc::new(SecretsManager::new(
+                    clients.secrets.clone(),
+                    counters.clone(),
+                )),
+                reanimate_llm::Limits::default(),
+            )?),
+        }),
         Arc::new(digests),
     ))
 }

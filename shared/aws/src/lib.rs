@@ -19,6 +19,7 @@ pub mod email;
 pub mod errors;
 pub mod lambda;
 pub mod messaging;
+pub mod secrets;
 pub mod stack;
 pub mod timers;
 

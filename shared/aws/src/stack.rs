@@ -23,6 +23,7 @@ pub struct Clients {
     pub scheduler: aws_sdk_scheduler::Client,
     pub events: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
     /// The shared configuration, for clients built later (a model provider).
     pub config: aws_config::SdkConfig,
 }
@@ -41,6 +42,7 @@ impl Clients {
                     .force_path_style(true)
                     .build(),
             ),
+            secrets: aws_sdk_secretsmanager::Client::new(&shared),
             config: shared,
         }
     }

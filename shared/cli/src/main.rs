@@ -347,12 +347,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if stack.runtime.inbox().get(&id).await?.is_none() {
                 return Err(not_found(format!("no request {request}")));
             }
-            client::answer(stack.runtime.inbox(), dispatcher, &SystemClock, &id, answer)
-                .await
-                .map_err(|e| match e.is_retryable() {
-                    true => Failure::from(e),
-                    false => refused(e.reason),
-                })?;
+            // Fields the question marks writeOnly (an OAuth token) go to Secrets Manager; the
+            // instance and the inbox get the secret's ARN.
+            let secrets = reanimate_aws::secrets::SecretsManager::new(
+                stack.clients.secrets.clone(),
+                RequestCounters::default(),
+            );
+            client::answer_with_secrets(
+                stack.runtime.inbox(),
+                dispatcher,
+                &SystemClock,
+                Some(&secrets),
+                &id,
+                answer,
+            )
+            .await
+            .map_err(|e| match e.is_retryable() {
+                true => Failure::from(e),
+                false => refused(e.reason),
+            })?;
             print(
                 cli.json,
                 &json!({"request": request, "answered": true}),

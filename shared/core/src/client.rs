@@ -69,6 +69,20 @@ pub async fn answer(
     request: &RequestId,
     answer: Value,
 ) -> Result<()> {
+    answer_with_secrets(inbox, dispatcher, clock, None, request, answer).await
+}
+
+/// Like [`answer`]; fields the request's schema marks `"writeOnly": true` are put in `secrets`
+/// first, and the instance and the inbox get references instead of the values. Without a store,
+/// an answer holding such a field is refused.
+pub async fn answer_with_secrets(
+    inbox: &impl Inbox,
+    dispatcher: &impl Dispatcher,
+    clock: &impl Clock,
+    secrets: Option<&dyn crate::secrets::SecretStore>,
+    request: &RequestId,
+    answer: Value,
+) -> Result<()> {
     let entry = inbox
         .get(request)
         .await?
@@ -80,6 +94,17 @@ pub async fn answer(
         )));
     }
     schema::validate_answer(&entry.request.schema, &answer)?;
+    let answer = match secrets {
+        Some(store) => {
+            crate::secrets::redact(store, request.as_str(), &entry.request.schema, answer).await?
+        }
+        None if !crate::secrets::secret_fields(&entry.request.schema, &answer).is_empty() => {
+            return Err(Error::terminal(format!(
+                "request {request} asks for a secret; answer it through a client with a secret store"
+            )));
+        }
+        None => answer,
+    };
     let event = Event::UserAnswered {
         request: request.clone(),
         answer: answer.clone(),

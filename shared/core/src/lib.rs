@@ -21,6 +21,7 @@ pub mod ports;
 pub mod record;
 pub mod runtime;
 pub mod schema;
+pub mod secrets;
 pub mod sim;
 pub mod time;
 

@@ -93,17 +93,32 @@ fn auth_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
     Ask {
         kind: AUTH.into(),
         prompt: format!(
-            "{prompt_prefix}Which mailbox should I read? Give a Maildir folder (relative to the mail root)."
+            "{prompt_prefix}Which mailbox should I read? A Maildir folder (relative to the mail root), or Gmail with an OAuth access token (stored as a secret, never in my state)."
         ),
         schema: json!({
             "type": "object",
             "required": ["mailbox"],
             "additionalProperties": false,
-            "properties": {"mailbox": {
-                "type": "object",
-                "required": ["kind", "path"],
-                "properties": {"kind": {"const": "maildir"}, "path": {"type": "string", "minLength": 1}}
-            }}
+            "properties": {"mailbox": {"oneOf": [
+                {
+                    "type": "object",
+                    "required": ["kind", "path"],
+                    "additionalProperties": false,
+                    "properties": {"kind": {"const": "maildir"}, "path": {"type": "string", "minLength": 1}}
+                },
+                {
+                    "type": "object",
+                    "required": ["kind", "access_token"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "kind": {"const": "gmail"},
+                        // Kept in the secret store by the client that answers; the assistant
+                        // only ever sees a reference to it.
+                        "access_token": {"type": "string", "minLength": 8, "writeOnly": true},
+                        "query": {"type": "string"}
+                    }
+                }
+            ]}}
         }),
         deadline: Some(deadline),
     }
@@ -295,6 +310,9 @@ pub struct FetchInput {
 pub struct Batch {
     pub seq: u64,
     pub emails: Vec<EmailHeader>,
+    /// The source pages oldest first (so earlier groups are complete once a batch moves on).
+    #[serde(default)]
+    pub oldest_first: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -324,6 +342,7 @@ impl FetchEmails {
                 mailbox: input.mailbox.clone(),
                 cursor,
                 limit: input.batch_size,
+                since: input.since,
             },
         );
     }
@@ -364,6 +383,7 @@ impl Atom for FetchEmails {
                     ctx.report_progress(&Batch {
                         seq: state.batches,
                         emails: fresh,
+                        oldest_first: page.oldest_first,
                     });
                     state.batches += 1;
                 }
@@ -439,6 +459,10 @@ pub struct AnalysisState {
     /// The latest group any fetched email belongs to (fetching is oldest first).
     pub latest_group: Option<String>,
     pub latest_date: Option<Timestamp>,
+    /// Some batch came from a source that does not page oldest first: groups close only when
+    /// fetching is done.
+    #[serde(default)]
+    pub unordered: bool,
     pub groups: BTreeMap<String, Group>,
     /// Batches waiting for a decision, by sequence number.
     pub undecided: BTreeMap<u64, Vec<EmailHeader>>,
@@ -571,6 +595,8 @@ impl BulkEmailAnalysis {
             .ok_or_else(|| Error::terminal("no input"))?;
         let closed_below = if state.fetch_done {
             None
+        } else if state.unordered {
+            return Ok(());
         } else {
             state.latest_group.clone()
         };
@@ -645,6 +671,7 @@ impl Atom for BulkEmailAnalysis {
                     .clone()
                     .ok_or_else(|| Error::terminal("no input"))?;
                 let batch: Batch = decode("batch", payload)?;
+                state.unordered |= !batch.oldest_first;
                 for email in &batch.emails {
                     let key = digest::group_key(email.date, input.preferences.grouping);
                     state.groups.entry(key.clone()).or_default().count += 1;

@@ -12,6 +12,7 @@
 
 pub mod atoms;
 pub mod digest;
+pub mod gmail;
 pub mod mail;
 pub mod offline;
 pub mod prefs;

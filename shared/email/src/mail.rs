@@ -45,12 +45,21 @@ pub struct EmailHeader {
     pub date: Timestamp,
 }
 
-/// Which mailbox to read. Credentials are never here: a Gmail token lives in a secret store.
+/// Which mailbox to read. Credentials are never here: a Gmail token lives in a secret store and
+/// this holds only its reference.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MailboxRef {
     /// A Maildir folder, relative to the mail root the functions are configured with.
     Maildir { path: String },
+    /// A Gmail mailbox through the Gmail REST API.
+    Gmail {
+        /// A secret store reference to the OAuth access token (never the token itself).
+        access_token: String,
+        /// A Gmail search query narrowing what is read (`label:inbox`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +69,9 @@ pub struct FetchPage {
     #[serde(default)]
     pub cursor: Option<String>,
     pub limit: usize,
+    /// Only mail after this time, when the source can filter (Gmail's `after:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -67,6 +79,14 @@ pub struct Page {
     pub emails: Vec<Email>,
     /// `None` when this was the last page.
     pub next: Option<String>,
+    /// Whether pages come oldest first (a Maildir) or not (Gmail lists newest first); the
+    /// analysis can close a digest group early only in the first case.
+    #[serde(default = "oldest_first")]
+    pub oldest_first: bool,
+}
+
+fn oldest_first() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,7 +115,9 @@ impl MaildirSource {
 
     /// The folder `path` names, refusing anything that would leave the root.
     fn folder(&self, mailbox: &MailboxRef) -> Result<PathBuf> {
-        let MailboxRef::Maildir { path } = mailbox;
+        let MailboxRef::Maildir { path } = mailbox else {
+            return Err(Error::terminal("not a Maildir mailbox"));
+        };
         let relative = Path::new(path);
         if relative
             .components()
@@ -149,6 +171,7 @@ impl MailSource for MaildirSource {
             Ok(Page {
                 emails,
                 next: (end < all.len()).then(|| end.to_string()),
+                oldest_first: true,
             })
         })
     }
@@ -167,6 +190,48 @@ impl MailSource for MaildirSource {
                 })
                 .collect()
         })
+    }
+}
+
+/// Every kind of mailbox this process can read, chosen per request by its [`MailboxRef`].
+#[derive(Clone, Debug)]
+pub struct Mailboxes {
+    pub maildir: Option<MaildirSource>,
+    pub gmail: Option<crate::gmail::GmailSource>,
+}
+
+impl Mailboxes {
+    fn pick(&self, mailbox: &MailboxRef) -> Result<&dyn MailSource> {
+        let missing =
+            |what: &str| Error::terminal(format!("this deployment reads no {what} mailboxes"));
+        match mailbox {
+            MailboxRef::Maildir { .. } => self
+                .maildir
+                .as_ref()
+                .map(|m| m as &dyn MailSource)
+                .ok_or_else(|| missing("Maildir")),
+            MailboxRef::Gmail { .. } => self
+                .gmail
+                .as_ref()
+                .map(|g| g as &dyn MailSource)
+                .ok_or_else(|| missing("Gmail")),
+        }
+    }
+}
+
+impl MailSource for Mailboxes {
+    fn page<'a>(&'a self, request: &'a FetchPage) -> BoxFuture<'a, Result<Page>> {
+        match self.pick(&request.mailbox) {
+            Ok(source) => source.page(request),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+
+    fn get<'a>(&'a self, request: &'a GetEmails) -> BoxFuture<'a, Result<Vec<Email>>> {
+        match self.pick(&request.mailbox) {
+            Ok(source) => source.get(request),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
     }
 }
 
