@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test deploy demo-live stack-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test deploy demo-live stack-figures email-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
@@ -60,6 +60,12 @@ stack-figures: localstack-install lambdas
 	localstack/stack with bash -c '.venv/bin/python infra/deploy.py && $(CARGO) run -q -p reanimate-tests --bin stack-figures'
 
 # infra/template.yaml is rendered by infra/render.py (one block per atom); it must be current.
+# The email pipeline on 1,000 generated emails on the deployed stack (see BENCHMARKS.md).
+EMAILS ?= 1000
+email-figures: localstack-install lambdas
+	python3 tools/make-mail-fixture fixtures/mail/bench-$(EMAILS) --count $(EMAILS)
+	localstack/stack with bash -c '.venv/bin/python infra/deploy.py && MAILBOX=bench-$(EMAILS) $(CARGO) run -q -p reanimate-demo --bin email-figures --locked'
+
 template-lint: localstack-install
 	python3 infra/render.py --check
 	$(VENV)/bin/cfn-lint infra/template.yaml

@@ -45,6 +45,13 @@ def main() -> int:
         default=str(ROOT / "fixtures" / "mail"),
         help="where the functions find Maildir mailboxes (LocalStack runs them on this machine)",
     )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another template parameter (ModelProvider=bedrock, ModelName=…); repeatable",
+    )
     args = parser.parse_args()
 
     session = boto3.session.Session()
@@ -66,6 +73,9 @@ def main() -> int:
         "Architecture": args.architecture,
         "MailRoot": args.mail_root,
     }
+    for extra in args.parameter:
+        key, _, value = extra.partition("=")
+        parameters[key] = value
     for atom, name, _ in ATOMS:
         bootstrap = ROOT / "target" / "lambda" / atom / "bootstrap"
         if not bootstrap.is_file():
