@@ -563,3 +563,57 @@ async fn secrets_from_answers_are_kept_in_secrets_manager_and_replaced_on_a_seco
         .await;
     assert!(missing.is_err());
 }
+
+#[tokio::test]
+#[ignore = "needs an AWS endpoint (make test starts LocalStack)"]
+async fn a_recurring_timer_is_one_rate_schedule_whose_firings_carry_their_scheduled_time() {
+    use reanimate_core::ports::TimerService;
+    let stack = stack().await;
+    let timer = reanimate_core::TimerId::new(format!("{}/1.0@", unique("ticker")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let envelope = reanimate_core::Envelope::new(
+        reanimate_core::MessageId::for_timer(&timer),
+        InstanceId::new("ticker-1").unwrap_or_else(|e| panic!("{e}")),
+        "countdown",
+        reanimate_core::Event::TimerFired {
+            name: "tick".into(),
+            timer: timer.clone(),
+        },
+    );
+    let timers = stack.runtime.timers();
+    let first = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(86_400));
+    for _ in 0..2 {
+        // Twice, as a re-sent outbox would: one schedule.
+        timers
+            .schedule_recurring(&timer, first, Duration::from_secs(86_400), envelope.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let name = reanimate_aws::timers::schedule_name(&timer);
+    let schedule = stack
+        .clients
+        .scheduler
+        .get_schedule()
+        .name(&name)
+        .group_name(&stack.config.schedule_group)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(schedule.schedule_expression(), Some("rate(1 day)"));
+    let input: Value = serde_json::from_str(schedule.target().map(|t| t.input().unwrap_or("")).unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        input["id"],
+        format!("timer:{timer}@<aws.scheduler.scheduled-time>").as_str()
+    );
+    timers.cancel(&timer).await.unwrap_or_else(|e| panic!("{e}"));
+    let gone = stack
+        .clients
+        .scheduler
+        .get_schedule()
+        .name(&name)
+        .group_name(&stack.config.schedule_group)
+        .send()
+        .await;
+    assert!(gone.is_err(), "cancel deletes the schedule");
+}

@@ -15,6 +15,8 @@ import os
 import random
 import threading
 import time
+import uuid
+from datetime import datetime, timezone
 
 from localstack.services.scheduler.provider import SchedulerProvider
 
@@ -32,6 +34,17 @@ class Delivery:
         self.fired_at: float | None = None
         self.attempts = 0
         self.first_attempt: float | None = None
+
+
+def _with_context(body: str, schedule, delivery) -> str:
+    """Fills in Scheduler's context attributes, as AWS does for templated targets' input."""
+    scheduled = datetime.fromtimestamp(delivery.due, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        body.replace("<aws.scheduler.scheduled-time>", scheduled)
+        .replace("<aws.scheduler.schedule-arn>", schedule.arn)
+        .replace("<aws.scheduler.execution-id>", str(uuid.uuid4()))
+        .replace("<aws.scheduler.attempt-number>", str(delivery.attempts + 1))
+    )
 
 
 def _sqs_send(arn: str, body: str, group_id: str | None):
@@ -111,7 +124,7 @@ class DeliveringSchedulerProvider(SchedulerProvider):
             group_id = (target.get("SqsParameters") or {}).get("MessageGroupId")
             if ":sqs:" not in target["Arn"]:
                 raise Unsupported(f"target {target['Arn']} is not an SQS queue")
-            _sqs_send(target["Arn"], target.get("Input") or "{}", group_id)
+            _sqs_send(target["Arn"], _with_context(target.get("Input") or "{}", schedule, delivery), group_id)
             LOG.info("schedule %s fired (due %s)", schedule.name, utc(delivery.due))
         except Exception as e:  # noqa: BLE001
             if self._retry(schedule, delivery, now, e):

@@ -81,3 +81,15 @@ def test_a_flexible_window_fires_inside_the_window(setup):
     # One minute, scaled by REANIMATE_SCHEDULER_FLEX_SCALE (0.05 under localstack/stack): 3 s.
     create(scheduler, group, arn, "flex", at(1), {"n": 5}, window={"Mode": "FLEXIBLE", "MaximumWindowInMinutes": 1})
     assert receive(sqs, url, 15) == [{"n": 5}]
+
+
+def test_context_attributes_in_the_input_are_filled_in_per_firing(setup):
+    sqs, scheduler, url, arn, group = setup
+    body = {"id": "timer:t1@<aws.scheduler.scheduled-time>", "attempt": "<aws.scheduler.attempt-number>"}
+    create(scheduler, group, arn, "ctx", at(1), body)
+    got = receive(sqs, url, 15)
+    assert len(got) == 1
+    assert got[0]["attempt"] == "1"
+    stamp = got[0]["id"].removeprefix("timer:t1@")
+    fired = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((fired - datetime.now(timezone.utc)).total_seconds()) < 30, stamp

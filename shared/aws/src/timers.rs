@@ -11,7 +11,7 @@ use aws_sdk_scheduler::types::{
 };
 use reanimate_core::ids::{FNV_OFFSET_BASIS, fnv1a};
 use reanimate_core::ports::Clock;
-use reanimate_core::{Envelope, Error, Result, TimerId, Timestamp};
+use reanimate_core::{Envelope, Error, MessageId, Result, TimerId, Timestamp};
 use std::sync::Arc;
 
 /// A schedule name for a timer: Scheduler allows 64 characters of `[0-9a-zA-Z-_.]`, timer ids
@@ -30,6 +30,27 @@ pub fn at_expression(at: Timestamp) -> String {
     let rounded = Timestamp::from_millis(at.as_millis().div_ceil(1000) * 1000);
     let text = rounded.to_string(); // 2026-11-26T07:00:00.000Z
     format!("at({})", &text[..19])
+}
+
+/// Scheduler's context attribute for a firing's scheduled time, replaced in the target input.
+pub const SCHEDULED_TIME: &str = "<aws.scheduler.scheduled-time>";
+
+/// `rate(n unit)` for a whole number of minutes, in the largest unit that divides it.
+pub fn rate_expression(every: std::time::Duration) -> Result<String> {
+    let secs = every.as_secs();
+    if secs < 60 || !secs.is_multiple_of(60) {
+        return Err(Error::terminal(format!(
+            "a recurring period must be whole minutes, got {every:?}"
+        )));
+    }
+    let (n, unit) = if secs.is_multiple_of(86_400) {
+        (secs / 86_400, "day")
+    } else if secs.is_multiple_of(3600) {
+        (secs / 3600, "hour")
+    } else {
+        (secs / 60, "minute")
+    };
+    Ok(format!("rate({n} {unit}{})", if n == 1 { "" } else { "s" }))
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +129,46 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
         .map(|_| ())
     }
 
+    async fn schedule_recurring(
+        &self,
+        timer: &TimerId,
+        _first: Timestamp,
+        every: std::time::Duration,
+        mut envelope: Envelope,
+    ) -> Result<()> {
+        let route = self.config.route(&envelope.atom)?;
+        // Scheduler fills in each firing's time, so every firing is a message of its own.
+        envelope.id = MessageId::for_recurring_firing(timer, SCHEDULED_TIME);
+        let target = Target::builder()
+            .arn(&route.arn)
+            .role_arn(&self.config.scheduler_role_arn)
+            .input(envelope.to_json())
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule target: {e}")))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule window: {e}")))?;
+        self.counters.count(Service::Scheduler, "CreateSchedule");
+        // A rate schedule's first firing is one period after its creation: `first`, give or take
+        // the time the outbox took to go out.
+        let result = self
+            .scheduler
+            .create_schedule()
+            .name(schedule_name(timer))
+            .group_name(&self.config.schedule_group)
+            .schedule_expression(rate_expression(every)?)
+            .flexible_time_window(window)
+            .target(target)
+            .description(format!("reanimate recurring timer {timer}"))
+            .send()
+            .await;
+        tolerate("Scheduler CreateSchedule", result, |e| {
+            e.is_conflict_exception()
+        })
+        .map(|_| ())
+    }
+
     async fn cancel(&self, timer: &TimerId) -> Result<()> {
         // A queue-delayed timer cannot be withdrawn; its late firing is ignored by the runtime.
         // Deleting a schedule that does not exist is the common, harmless case.
@@ -143,6 +204,16 @@ mod tests {
         );
         let other = TimerId::new("email-assistant/3.1@7.3").unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(name, schedule_name(&other));
+    }
+
+    #[test]
+    fn rate_expressions_use_the_largest_whole_unit() {
+        let rate = |secs| rate_expression(std::time::Duration::from_secs(secs));
+        assert_eq!(rate(60).ok().as_deref(), Some("rate(1 minute)"));
+        assert_eq!(rate(90 * 60).ok().as_deref(), Some("rate(90 minutes)"));
+        assert_eq!(rate(3600).ok().as_deref(), Some("rate(1 hour)"));
+        assert_eq!(rate(7 * 86_400).ok().as_deref(), Some("rate(7 days)"));
+        assert!(rate(30).is_err() && rate(61).is_err());
     }
 
     #[test]

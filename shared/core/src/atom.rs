@@ -76,6 +76,10 @@ pub(crate) enum Command {
         name: String,
         at: Timestamp,
     },
+    SetRecurring {
+        name: String,
+        every: Duration,
+    },
     CancelTimer {
         name: String,
     },
@@ -203,6 +207,31 @@ impl<'a> Context<'a> {
     pub fn set_timer_after(&mut self, name: impl Into<String>, after: Duration) {
         let at = self.now.plus(after);
         self.set_timer_at(name, at);
+    }
+
+    /// Arms (or re-arms) the timer `name` to fire every `every` (whole minutes, at least one),
+    /// first `every` from now, until it is cancelled or the instance finishes. On AWS it is one
+    /// EventBridge Scheduler `rate(...)` schedule, not a chain of one-time timers.
+    pub fn set_recurring_timer(&mut self, name: impl Into<String>, every: Duration) {
+        let name = name.into();
+        let secs = every.as_secs();
+        if secs < 60 || !secs.is_multiple_of(60) || every.subsec_nanos() != 0 {
+            self.error.get_or_insert_with(|| {
+                Error::terminal(format!(
+                    "recurring timer {name:?}: the period must be whole minutes, at least one (got {every:?})"
+                ))
+            });
+            return;
+        }
+        if name.starts_with(RESERVED_TIMER_PREFIX) {
+            self.error.get_or_insert_with(|| {
+                Error::terminal(format!(
+                    "timer names starting with {RESERVED_TIMER_PREFIX:?} are reserved"
+                ))
+            });
+            return;
+        }
+        self.commands.push(Command::SetRecurring { name, every });
     }
 
     pub fn cancel_timer(&mut self, name: impl Into<String>) {

@@ -112,6 +112,11 @@ impl MessageId {
         Self(format!("timer:{}", timer.0))
     }
 
+    /// The message that delivers one firing of a recurring timer: one per scheduled time.
+    pub fn for_recurring_firing(timer: &TimerId, at: &str) -> Self {
+        Self(format!("timer:{}@{at}", timer.0))
+    }
+
     /// The message that delivers the answer to a request: one per request, so answering twice
     /// (a double click, a retried CLI call) is applied once.
     pub fn for_answer(request: &RequestId) -> Self {

@@ -6,7 +6,7 @@
 
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::ids::{InstanceId, RequestId, TimerId};
+use crate::ids::{InstanceId, MessageId, RequestId, TimerId};
 use crate::ports::{
     Clock, Dispatcher, Inbox, InboxEntry, InstanceStore, Outgoing, RequestStatus, SaveOutcome,
     TimerService,
@@ -313,6 +313,8 @@ impl Dispatcher for MemoryQueue {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryTimers {
     armed: Arc<Mutex<BTreeMap<TimerId, (Timestamp, Envelope)>>>,
+    /// Periods of the recurring timers among `armed`.
+    recurring: Arc<Mutex<BTreeMap<TimerId, Duration>>>,
     stats: Arc<Mutex<(u64, u64)>>,
     yields: YieldPoints,
 }
@@ -333,7 +335,19 @@ impl MemoryTimers {
             .filter(|(_, (at, _))| *at <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        let mut fired: Vec<_> = due.into_iter().filter_map(|id| armed.remove(&id)).collect();
+        let recurring = lock(&self.recurring);
+        let mut fired = Vec::with_capacity(due.len());
+        for id in due {
+            let Some((at, mut envelope)) = armed.remove(&id) else {
+                continue;
+            };
+            if let Some(every) = recurring.get(&id) {
+                // Re-arm, and give this firing its own message id, as Scheduler would.
+                armed.insert(id.clone(), (at.plus(*every), envelope.clone()));
+                envelope.id = MessageId::for_recurring_firing(&id, &at.to_string());
+            }
+            fired.push((at, envelope));
+        }
         fired.sort_by_key(|(at, _)| *at);
         fired
     }
@@ -362,10 +376,28 @@ impl TimerService for MemoryTimers {
         Ok(())
     }
 
+    async fn schedule_recurring(
+        &self,
+        timer: &TimerId,
+        first: Timestamp,
+        every: Duration,
+        envelope: Envelope,
+    ) -> Result<()> {
+        self.yields.point().await;
+        lock(&self.stats).0 += 1;
+        let mut armed = lock(&self.armed);
+        if !armed.contains_key(timer) {
+            armed.insert(timer.clone(), (first, envelope));
+            lock(&self.recurring).insert(timer.clone(), every);
+        }
+        Ok(())
+    }
+
     async fn cancel(&self, timer: &TimerId) -> Result<()> {
         self.yields.point().await;
         lock(&self.stats).1 += 1;
         lock(&self.armed).remove(timer);
+        lock(&self.recurring).remove(timer);
         Ok(())
     }
 }

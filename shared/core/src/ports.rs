@@ -61,6 +61,17 @@ pub trait TimerService: Send + Sync {
         at: Timestamp,
         envelope: Envelope,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Delivers `envelope` at `first` and every `every` after, until cancelled. Each delivery's
+    /// message id is [`MessageId::for_recurring_firing`] of the timer and the scheduled time.
+    ///
+    /// [`MessageId::for_recurring_firing`]: crate::ids::MessageId::for_recurring_firing
+    fn schedule_recurring(
+        &self,
+        timer: &TimerId,
+        first: Timestamp,
+        every: Duration,
+        envelope: Envelope,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Best effort: a firing that slips through is recognised as stale by the runtime.
     fn cancel(&self, timer: &TimerId) -> impl Future<Output = Result<()>> + Send;
 }

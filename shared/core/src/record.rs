@@ -242,7 +242,11 @@ pub struct PendingChild {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingTimer {
     pub id: TimerId,
+    /// The next firing (for a recurring timer, as of when it was armed).
     pub due: Timestamp,
+    /// Set for a recurring timer: its period in seconds. It stays pending after it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_secs: Option<u64>,
     /// Set when this timer is a request's deadline rather than one the atom named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_of: Option<RequestId>,
@@ -327,6 +331,14 @@ pub enum Effect {
     ScheduleTimer {
         timer: TimerId,
         at: Timestamp,
+        envelope: Envelope,
+    },
+    /// A timer that fires every `every_secs` from `first` on, until cancelled. Each firing's
+    /// message id is the envelope's with the scheduled time appended.
+    ScheduleRecurring {
+        timer: TimerId,
+        first: Timestamp,
+        every_secs: u64,
         envelope: Envelope,
     },
     CancelTimer {

@@ -408,6 +408,21 @@ where
                     at,
                     envelope,
                 } => self.timers.schedule(&timer, at, envelope).await?,
+                Effect::ScheduleRecurring {
+                    timer,
+                    first,
+                    every_secs,
+                    envelope,
+                } => {
+                    self.timers
+                        .schedule_recurring(
+                            &timer,
+                            first,
+                            Duration::from_secs(every_secs),
+                            envelope,
+                        )
+                        .await?
+                }
                 Effect::Send { envelope } => batch.push(Outgoing {
                     envelope,
                     delay: Duration::ZERO,
@@ -468,6 +483,14 @@ fn describe_effect(effect: &Effect) -> String {
         Effect::ScheduleTimer { envelope, at, .. } => match &envelope.event {
             Event::TimerFired { name, .. } => format!("timer {name} at {at}"),
             other => format!("timer {} at {at}", other.kind()),
+        },
+        Effect::ScheduleRecurring {
+            envelope,
+            every_secs,
+            ..
+        } => match &envelope.event {
+            Event::TimerFired { name, .. } => format!("timer {name} every {every_secs} s"),
+            other => format!("timer {} every {every_secs} s", other.kind()),
         },
         Effect::CancelTimer { timer } => format!("cancel timer {timer}"),
         Effect::OpenRequest { request } => format!("ask user ({}) {}", request.kind, request.id),
@@ -707,8 +730,15 @@ fn plan(
             }
         }
         Event::TimerFired { name, timer } => {
-            match draft.record.waiting.timers.get(name) {
-                Some(pending) if pending.id == *timer => {}
+            match draft.record.waiting.timers.get_mut(name) {
+                Some(pending) if pending.id == *timer => {
+                    if let Some(every) = pending.every_secs {
+                        // A recurring timer stays armed; each firing is its own message.
+                        pending.due = now.plus(Duration::from_secs(every));
+                        draft.step(AtomEvent::TimerFired { name: name.clone() })?;
+                        return Ok(draft.into_plan());
+                    }
+                }
                 _ => return ignored(format!("timer {name} ({timer}) is no longer pending")),
             }
             let pending = draft
@@ -1050,6 +1080,27 @@ impl<'a> Draft<'a> {
                         PendingTimer {
                             id: timer,
                             due: *at,
+                            every_secs: None,
+                            deadline_of: None,
+                        },
+                    ));
+                }
+                Command::SetRecurring { name, every } => {
+                    let timer = slot.timer();
+                    let envelope = timer_envelope(id, &self.record.atom, name, &timer);
+                    let first = self.now.plus(*every);
+                    effects.push(Effect::ScheduleRecurring {
+                        timer: timer.clone(),
+                        first,
+                        every_secs: every.as_secs(),
+                        envelope,
+                    });
+                    waiting.push(WaitChange::Timer(
+                        name.clone(),
+                        PendingTimer {
+                            id: timer,
+                            due: first,
+                            every_secs: Some(every.as_secs()),
                             deadline_of: None,
                         },
                     ));
@@ -1088,6 +1139,7 @@ impl<'a> Draft<'a> {
                             PendingTimer {
                                 id: timer,
                                 due: at,
+                                every_secs: None,
                                 deadline_of: Some(request.clone()),
                             },
                         ));

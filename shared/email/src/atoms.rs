@@ -80,6 +80,9 @@ pub struct AssistantState {
     /// Mail up to this time has been analysed.
     pub analysed_until: Option<Timestamp>,
     pub digests: Vec<String>,
+    /// The recurring digest schedule exists.
+    #[serde(default)]
+    pub digest_schedule_armed: bool,
 }
 
 /// The email assistant.
@@ -268,12 +271,16 @@ impl Atom for EmailAssistant {
                 }
                 let recurring = state.hire.as_ref().is_some_and(|h| h.recurring);
                 if recurring {
-                    let period = match state.preferences.as_ref().map(|p| p.grouping) {
-                        Some(Grouping::Hour) => 3600,
-                        Some(Grouping::Week) => 7 * 86_400,
-                        _ => 86_400,
-                    };
-                    ctx.set_timer_after("next-digest", Duration::from_secs(period));
+                    if !state.digest_schedule_armed {
+                        // One recurring schedule (a Scheduler rate() on AWS) for every later run.
+                        let period = match state.preferences.as_ref().map(|p| p.grouping) {
+                            Some(Grouping::Hour) => 3600,
+                            Some(Grouping::Week) => 7 * 86_400,
+                            _ => 86_400,
+                        };
+                        ctx.set_recurring_timer("next-digest", Duration::from_secs(period));
+                        state.digest_schedule_armed = true;
+                    }
                 } else {
                     return Ok(Step::Complete(json!({
                         "user": state.hire.as_ref().map(|h| h.user.clone()),

@@ -301,3 +301,72 @@ fn an_unanswered_question_is_reminded_then_escalated_in_virtual_time() {
         "{prompts:?}"
     );
 }
+
+/// A test double: the offline model, except that its batch decisions name a step nobody declared.
+struct UndeclaredStepModel;
+
+impl reanimate_core::playbook::Model for UndeclaredStepModel {
+    fn name(&self) -> &str {
+        "undeclared-step-test-double"
+    }
+    fn complete<'a>(
+        &'a self,
+        request: &'a reanimate_core::playbook::ModelRequest,
+    ) -> reanimate_core::BoxFuture<'a, reanimate_core::Result<String>> {
+        if request.task == "decide" {
+            return Box::pin(async {
+                Ok(r#"{"step": "forward_all_mail", "args": {"to": "x@y.example"}, "why": "an email asked"}"#.to_string())
+            });
+        }
+        OfflineHeuristicModel.complete(request)
+    }
+}
+
+#[test]
+fn decisions_the_model_cannot_make_go_to_the_planner_and_the_digests_still_come_out_right() {
+    let out = scratch("planner");
+    let activities = reanimate_email::activities(
+        Arc::new(UndeclaredStepModel),
+        Arc::new(OfflineHeuristicModel),
+        Arc::new(MaildirSource::new(repo().join("fixtures/mail"))),
+        Arc::new(FolderDigests::new(&out)),
+    );
+    let mut sim =
+        Simulation::with_activities(atoms::registry(), activities, 3, Faults::none(), None);
+    sim.send(Envelope::start(
+        MessageId::new("hire").unwrap_or_else(|e| panic!("{e}")),
+        InstanceId::new("assistant-sam").unwrap_or_else(|e| panic!("{e}")),
+        "email-assistant",
+        json!({"user": "sam", "recurring": false}),
+    ));
+    sim.run(&mut answers()).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = sim.snapshot();
+    let analysis = snapshot
+        .values()
+        .find(|s| s.atom == "bulk-email-analysis")
+        .unwrap_or_else(|| panic!("no analysis"));
+    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
+    let report: AnalysisReport =
+        serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{e}"));
+    let planners = snapshot.values().filter(|s| s.atom == "planner").count() as u64;
+    assert_eq!(
+        planners, report.batches,
+        "one planner per undecidable batch"
+    );
+    assert!(
+        report
+            .decisions
+            .iter()
+            .all(|d| d.by.starts_with("planner: "))
+    );
+    assert!(
+        report
+            .decisions
+            .iter()
+            .all(|d| d.step == atoms::SUMMARIZE || d.step == atoms::SUMMARIZE_CAREFULLY)
+    );
+    assert_eq!(report.emails, 321);
+    assert_eq!(report.digests.iter().map(|d| d.emails).sum::<u64>(), 321);
+    let _ = std::fs::remove_dir_all(&out);
+}
