@@ -600,13 +600,21 @@ async fn a_recurring_timer_is_one_rate_schedule_whose_firings_carry_their_schedu
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(schedule.schedule_expression(), Some("rate(1 day)"));
-    let input: Value = serde_json::from_str(schedule.target().map(|t| t.input().unwrap_or("")).unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let input: Value = serde_json::from_str(
+        schedule
+            .target()
+            .map(|t| t.input().unwrap_or(""))
+            .unwrap_or(""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         input["id"],
         format!("timer:{timer}@<aws.scheduler.scheduled-time>").as_str()
     );
-    timers.cancel(&timer).await.unwrap_or_else(|e| panic!("{e}"));
+    timers
+        .cancel(&timer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let gone = stack
         .clients
         .scheduler

@@ -80,6 +80,48 @@ impl<C: Clock> AwsTimers<C> {
     }
 }
 
+impl<C: Clock> AwsTimers<C> {
+    /// Creates the timer's schedule, sending `envelope` to the atom's queue. A conflict is this
+    /// timer's schedule, made by an earlier send of the same outbox.
+    async fn create_schedule(
+        &self,
+        timer: &TimerId,
+        queue_arn: &str,
+        expression: String,
+        envelope: &Envelope,
+        after_completion: Option<ActionAfterCompletion>,
+    ) -> Result<()> {
+        let target = Target::builder()
+            .arn(queue_arn)
+            .role_arn(&self.config.scheduler_role_arn)
+            .input(envelope.to_json())
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule target: {e}")))?;
+        let window = FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build()
+            .map_err(|e| Error::terminal(format!("schedule window: {e}")))?;
+        self.counters.count(Service::Scheduler, "CreateSchedule");
+        let result = self
+            .scheduler
+            .create_schedule()
+            .name(schedule_name(timer))
+            .group_name(&self.config.schedule_group)
+            .schedule_expression(expression)
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .target(target)
+            .set_action_after_completion(after_completion)
+            .description(format!("reanimate timer {timer}"))
+            .send()
+            .await;
+        tolerate("Scheduler CreateSchedule", result, |e| {
+            e.is_conflict_exception()
+        })
+        .map(|_| ())
+    }
+}
+
 impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
     async fn schedule(&self, timer: &TimerId, at: Timestamp, envelope: Envelope) -> Result<()> {
         let route = self.config.route(&envelope.atom)?;
@@ -98,35 +140,15 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
                 .map_err(|e| classify("SQS SendMessage (timer)", e))?;
             return Ok(());
         }
-        let target = Target::builder()
-            .arn(&route.arn)
-            .role_arn(&self.config.scheduler_role_arn)
-            .input(envelope.to_json())
-            .build()
-            .map_err(|e| Error::terminal(format!("schedule target: {e}")))?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| Error::terminal(format!("schedule window: {e}")))?;
-        self.counters.count(Service::Scheduler, "CreateSchedule");
-        let result = self
-            .scheduler
-            .create_schedule()
-            .name(schedule_name(timer))
-            .group_name(&self.config.schedule_group)
-            .schedule_expression(at_expression(at))
-            .schedule_expression_timezone("UTC")
-            .flexible_time_window(window)
-            .target(target)
-            .action_after_completion(ActionAfterCompletion::Delete)
-            .description(format!("reanimate timer {timer}"))
-            .send()
-            .await;
-        // A conflict is this timer's schedule, made by an earlier send of the same outbox.
-        tolerate("Scheduler CreateSchedule", result, |e| {
-            e.is_conflict_exception()
-        })
-        .map(|_| ())
+        // A one-time schedule that deletes itself once it has fired.
+        self.create_schedule(
+            timer,
+            &route.arn,
+            at_expression(at),
+            &envelope,
+            Some(ActionAfterCompletion::Delete),
+        )
+        .await
     }
 
     async fn schedule_recurring(
@@ -139,34 +161,10 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
         let route = self.config.route(&envelope.atom)?;
         // Scheduler fills in each firing's time, so every firing is a message of its own.
         envelope.id = MessageId::for_recurring_firing(timer, SCHEDULED_TIME);
-        let target = Target::builder()
-            .arn(&route.arn)
-            .role_arn(&self.config.scheduler_role_arn)
-            .input(envelope.to_json())
-            .build()
-            .map_err(|e| Error::terminal(format!("schedule target: {e}")))?;
-        let window = FlexibleTimeWindow::builder()
-            .mode(FlexibleTimeWindowMode::Off)
-            .build()
-            .map_err(|e| Error::terminal(format!("schedule window: {e}")))?;
-        self.counters.count(Service::Scheduler, "CreateSchedule");
-        // A rate schedule's first firing is one period after its creation: `first`, give or take
-        // the time the outbox took to go out.
-        let result = self
-            .scheduler
-            .create_schedule()
-            .name(schedule_name(timer))
-            .group_name(&self.config.schedule_group)
-            .schedule_expression(rate_expression(every)?)
-            .flexible_time_window(window)
-            .target(target)
-            .description(format!("reanimate recurring timer {timer}"))
-            .send()
-            .await;
-        tolerate("Scheduler CreateSchedule", result, |e| {
-            e.is_conflict_exception()
-        })
-        .map(|_| ())
+        // A rate schedule's first firing is one period after its creation: `first`, give or
+        // take the time the outbox took to go out.
+        self.create_schedule(timer, &route.arn, rate_expression(every)?, &envelope, None)
+            .await
     }
 
     async fn cancel(&self, timer: &TimerId) -> Result<()> {

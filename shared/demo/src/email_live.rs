@@ -59,6 +59,15 @@ impl Outcome {
         }
         counts
     }
+
+    /// "1 bulk-email-analysis, 13 summarize-rank, …".
+    pub fn by_atom_text(&self) -> String {
+        self.by_atom()
+            .iter()
+            .map(|(atom, n)| format!("{n} {atom}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[derive(Debug)]

@@ -167,12 +167,7 @@ async fn email_assistant(path: &str, run: &str) -> Result<()> {
     println!(
         "\n{} instances ({}), {steps} steps, {} conditional writes to the instances table ({:.2} per step), {} digests, {:.1} s of wall time.",
         outcome.instances.len(),
-        outcome
-            .by_atom()
-            .iter()
-            .map(|(atom, n)| format!("{n} {atom}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        outcome.by_atom_text(),
         outcome.writes(),
         outcome.writes() as f64 / steps.max(1) as f64,
         outcome.digests.len(),

@@ -13,7 +13,6 @@ use reanimate_core::{BoxFuture, Error, Result, Timestamp};
 use reanimate_llm::{Attempt, Limits, with_retries};
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// The public API root.
@@ -63,42 +62,17 @@ impl GmailSource {
     async fn get_json(&self, token: &str, path_and_query: &str) -> Result<Value> {
         let url = format!("{}{path_and_query}", self.base);
         with_retries(&self.limits, &self.permits, "Gmail", || async {
-            let response = match self.http.get(&url).bearer_auth(token).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Attempt::Retry {
-                        reason: format!("request failed: {}", e.without_url()),
-                        after: None,
-                    };
-                }
+            let reply = match reanimate_llm::send(self.http.get(&url).bearer_auth(token)).await {
+                Attempt::Done(reply) => reply,
+                Attempt::Retry { reason, after } => return Attempt::Retry { reason, after },
+                Attempt::Fail(error) => return Attempt::Fail(error),
             };
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = match response.bytes().await {
-                Ok(b) => b,
-                Err(e) => {
-                    return Attempt::Retry {
-                        reason: format!("reading the response: {}", e.without_url()),
-                        after: None,
-                    };
-                }
-            };
-            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let message = json["error"]["message"].as_str().unwrap_or("").to_string();
+            let (status, message) = (reply.status, reply.error_message());
             match status.as_u16() {
-                200..=299 => Attempt::Done(json),
+                200..=299 => Attempt::Done(reply.json),
                 401 | 403 => Attempt::Fail(Error::terminal(format!(
                     "Gmail refused the access token (HTTP {status}: {message}); the user must authorise again"
                 ))),
-                429 | 500..=599 => Attempt::Retry {
-                    reason: format!("HTTP {status}: {message}"),
-                    after: retry_after,
-                },
                 _ => Attempt::Fail(Error::terminal(format!("Gmail: HTTP {status}: {message}"))),
             }
         })

@@ -113,6 +113,68 @@ where
     )))
 }
 
+/// A response that is neither throttled nor a server error.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: reqwest::StatusCode,
+    pub json: Value,
+    /// The body as text (for error messages when it is not the expected JSON).
+    pub text: String,
+}
+
+impl HttpReply {
+    /// The API's own error message (`{"error": {"message": ...}}`, as OpenAI and Google send),
+    /// else the start of the body.
+    pub fn error_message(&self) -> String {
+        self.json["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| self.text.chars().take(200).collect())
+    }
+}
+
+/// Sends one HTTP request for [`with_retries`]: a network error, 429 or 5xx is worth another try
+/// (after `Retry-After` if the server sent one); any other response comes back as it is.
+pub async fn send(request: reqwest::RequestBuilder) -> Attempt<HttpReply> {
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Retry {
+                reason: format!("request failed: {}", e.without_url()),
+                after: None,
+            };
+        }
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(Duration::from_secs_f64);
+    let text = match response.bytes().await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => {
+            return Attempt::Retry {
+                reason: format!("reading the response: {}", e.without_url()),
+                after: None,
+            };
+        }
+    };
+    let reply = HttpReply {
+        status,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    };
+    if status.as_u16() == 429 || status.is_server_error() {
+        return Attempt::Retry {
+            reason: format!("HTTP {status}: {}", reply.error_message()),
+            after: retry_after,
+        };
+    }
+    Attempt::Done(reply)
+}
+
 /// A chat-completions endpoint speaking OpenAI's wire format.
 #[derive(Clone, Debug)]
 pub struct OpenAiCompatible {
@@ -176,54 +238,25 @@ impl OpenAiCompatible {
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
-        let response = match call.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("request failed: {e}"),
-                    after: None,
-                };
-            }
+        let reply = match send(call).await {
+            Attempt::Done(reply) => reply,
+            Attempt::Retry { reason, after } => return Attempt::Retry { reason, after },
+            Attempt::Fail(error) => return Attempt::Fail(error),
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(Duration::from_secs_f64);
-        let text = match response.bytes().await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => {
-                return Attempt::Retry {
-                    reason: format!("reading the response: {e}"),
-                    after: None,
-                };
-            }
-        };
-        let parsed: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let api_message = parsed["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry {
-                reason: format!("HTTP {status}: {api_message}"),
-                after: retry_after,
-            };
-        }
-        if !status.is_success() {
+        if !reply.status.is_success() {
             return Attempt::Fail(Error::terminal(format!(
-                "{}: HTTP {status}: {api_message}",
-                self.name
+                "{}: HTTP {}: {}",
+                self.name,
+                reply.status,
+                reply.error_message()
             )));
         }
-        match parsed["choices"][0]["message"]["content"].as_str() {
+        match reply.json["choices"][0]["message"]["content"].as_str() {
             Some(content) => Attempt::Done(content.to_string()),
             None => Attempt::Fail(Error::terminal(format!(
                 "{}: the response has no choices[0].message.content: {}",
                 self.name,
-                text.chars().take(200).collect::<String>()
+                reply.text.chars().take(200).collect::<String>()
             ))),
         }
     }
