@@ -54,12 +54,7 @@ async fn main() -> Result<()> {
     println!(
         "  instances                  {} ({})",
         outcome.instances.len(),
-        outcome
-            .by_atom()
-            .iter()
-            .map(|(atom, n)| format!("{n} {atom}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        outcome.by_atom_text()
     );
     println!(
         "  steps                      {} ({:.3} per email)",
