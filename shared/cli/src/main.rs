@@ -153,7 +153,12 @@ async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
     atoms.extend(reanimate_email::atoms::registry().names());
     let deployed: Vec<&str> = atoms
         .into_iter()
-        .filter(|a| outputs.contains_key(&reanimate_aws::config::output_name(a)))
+        .filter(|a| {
+            outputs.contains_key(&format!(
+                "{}QueueUrl",
+                reanimate_aws::config::output_name(a)
+            ))
+        })
         .collect();
     let outputs_map = outputs.clone().into_iter().collect();
     let config = Arc::new(StackConfig::from_stack_outputs(&outputs_map, &deployed)?);
