@@ -91,7 +91,7 @@ demo:
 	$(CARGO) run -q -p reanimate-demo --bin reanimate-demo --locked
 
 demo-live: localstack-install lambdas
-	localstack/stack with bash -c '.venv/bin/python infra/deploy.py --max-queue-delay 2 && $(CARGO) run -q -p reanimate-demo --bin reanimate-demo-live --locked'
+	localstack/stack with bash -c '.venv/bin/python infra/deploy.py --max-queue-delay 2 && REANIMATE_LOCALSTACK_LOG=.localstack/localstack.log $(CARGO) run -q -p reanimate-demo --bin reanimate-demo-live --locked'
 
 bench:
 	$(CARGO) bench -p reanimate-atoms --bench engine --locked

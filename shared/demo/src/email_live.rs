@@ -22,6 +22,39 @@ pub fn atom_names() -> Vec<&'static str> {
     names
 }
 
+/// AWS requests LocalStack served, from its request log (`… localstack.request.aws : AWS
+/// dynamodb.PutItem => 200`), from byte `from` on, by "service.Operation". The operations only
+/// the demo itself makes (its `Scan` polling, reading the digests back) are left out.
+pub fn requests_in_log(path: &str, from: u64) -> Option<BTreeMap<String, u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once("localstack.request.aws") else {
+            continue;
+        };
+        let Some(operation) = rest
+            .split_once("AWS ")
+            .and_then(|(_, op)| op.split_whitespace().next())
+        else {
+            continue;
+        };
+        if ["dynamodb.Scan", "s3.ListObjectsV2", "s3.GetObject"].contains(&operation) {
+            continue;
+        }
+        *counts.entry(operation.to_string()).or_default() += 1;
+    }
+    Some(counts)
+}
+
+/// The size of LocalStack's request log now, to count what a run adds to it.
+pub fn log_offset(path: &str) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
 /// How the questions get answered.
 #[derive(Debug)]
 pub enum Answers {

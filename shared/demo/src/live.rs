@@ -144,6 +144,8 @@ async fn email_assistant(path: &str, run: &str) -> Result<()> {
     println!(
         "== The email assistant, live: every atom its own Lambda behind its own SQS queue ==\n"
     );
+    let request_log = std::env::var("REANIMATE_LOCALSTACK_LOG").ok();
+    let log_start = request_log.as_deref().map_or(0, email_live::log_offset);
     let outcome = email_live::run(&stack, &format!("sam-{run}"), &answers, false).await?;
     let saved = std::path::Path::new("target/demo-digests");
     for (key, markdown) in &outcome.digests {
@@ -173,6 +175,25 @@ async fn email_assistant(path: &str, run: &str) -> Result<()> {
         outcome.digests.len(),
         outcome.wall.as_secs_f64()
     );
+    if let Some(requests) = request_log
+        .as_deref()
+        .and_then(|log| email_live::requests_in_log(log, log_start))
+    {
+        let total: u64 = requests.values().sum();
+        let mut top: Vec<_> = requests.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        println!(
+            "AWS requests served by LocalStack during the run: {total} ({:.2} per step): {}",
+            total as f64 / steps.max(1) as f64,
+            top.iter()
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!(
+            "  (other runs on the same emulator count too; the demo's own Scan polling and digest reads are left out)"
+        );
+    }
     println!(
         "Decisions: {}",
         outcome.report["decisions"]
