@@ -184,19 +184,7 @@ where
             let expected = current.as_ref().map(|r| r.version);
             let mut warm = None;
             if let Some(previous) = &mut current {
-                warm = self.warm.take(&previous.id, previous.version);
-                // Its outbox may not have gone out (a crash after the save): send it before it is
-                // replaced, or before this message is dropped. The next version starts empty.
-                let outbox = std::mem::take(&mut previous.outbox);
-                let sent = warm.as_ref().is_some_and(|w| w.outbox_sent);
-                if !outbox.is_empty() && !sent {
-                    tracing::debug!(
-                        version = previous.version,
-                        "re-sending an outbox that may not have gone out"
-                    );
-                    self.perform(outbox).await?;
-                    warm.get_or_insert_with(WarmState::default).outbox_sent = true;
-                }
+                warm = self.flush_previous_outbox(previous).await?;
             }
             let now = self.clock.now();
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
@@ -294,6 +282,28 @@ where
         )))
     }
 
+    /// Takes the outbox of the record just loaded and sends it unless this process knows it went
+    /// out: a crash after the save may have kept it from being sent, and it must go before the
+    /// record is replaced or the message dropped. The next version starts with an empty outbox.
+    /// Returns what this process remembers of the record's version.
+    async fn flush_previous_outbox(
+        &self,
+        record: &mut InstanceRecord,
+    ) -> Result<Option<WarmState>> {
+        let mut warm = self.warm.take(&record.id, record.version);
+        let outbox = std::mem::take(&mut record.outbox);
+        let sent = warm.as_ref().is_some_and(|w| w.outbox_sent);
+        if !outbox.is_empty() && !sent {
+            tracing::debug!(
+                version = record.version,
+                "re-sending an outbox that may not have gone out"
+            );
+            self.perform(outbox).await?;
+            warm.get_or_insert_with(WarmState::default).outbox_sent = true;
+        }
+        Ok(warm)
+    }
+
     /// Runs the activity of a pending call and journals its outcome in the record (a conditional
     /// write of its own) before any step consumes it. Does nothing when the call is not pending or
     /// its outcome is already journaled: that is how a redelivered message avoids running it twice.
@@ -322,11 +332,7 @@ where
                 Some(known) => known,
                 None => self.run_activity(activity, input.clone()).await?,
             };
-            let mut warm = self.warm.take(&record.id, record.version);
-            let previous_outbox = std::mem::take(&mut record.outbox);
-            if !previous_outbox.is_empty() && !warm.as_ref().is_some_and(|w| w.outbox_sent) {
-                self.perform(previous_outbox).await?;
-            }
+            let mut warm = self.flush_previous_outbox(record).await?;
             let mut next = record.clone();
             next.version += 1;
             next.updated_at = self.clock.now();
