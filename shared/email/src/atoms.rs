@@ -325,6 +325,9 @@ pub struct Batch {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FetchState {
     pub input: Option<FetchInput>,
+    /// Pages asked for so far.
+    #[serde(default)]
+    pub pages: u64,
     pub batches: u64,
     pub emails: u64,
     pub skipped: u64,
@@ -396,8 +399,8 @@ impl Atom for FetchEmails {
                 }
                 match page.next {
                     Some(cursor) => {
-                        let n = state.batches + state.skipped;
-                        Self::fetch(&input, n, Some(cursor), ctx)
+                        state.pages += 1;
+                        Self::fetch(&input, state.pages, Some(cursor), ctx)
                     }
                     None => {
                         return Ok(Step::Complete(FetchSummary {
