@@ -33,10 +33,8 @@ async fn deployed() -> Deployed {
         )
         .to_string()
     });
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (deploy first: make integ)"));
-    let outputs: HashMap<String, String> =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let outputs =
+        reanimate_aws::config::read_outputs(&path).unwrap_or_else(|e| panic!("{}", e.reason));
     // The template deploys one function per sample atom.
     let atoms = reanimate_atoms::registry().names();
     let config =

@@ -30,6 +30,15 @@ pub struct StackConfig {
     pub retention: Duration,
 }
 
+/// The stack outputs `infra/deploy.py` wrote to `path` (name → value), for clients that need
+/// more than the routes (the digest bucket, which atoms are deployed).
+pub fn read_outputs(path: &str) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::terminal(format!("{path}: {e} (deploy the stack first: make deploy)"))
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::terminal(format!("{path}: {e}")))
+}
+
 /// The template's resource prefix for an atom: `fan-out` → `FanOut`.
 pub fn output_name(atom: &str) -> String {
     atom.split('-')
@@ -117,12 +126,7 @@ impl StackConfig {
 
     /// Reads the outputs file `infra/deploy.py` wrote.
     pub fn from_outputs_file(path: &str, atoms: &[&str]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::terminal(format!("{path}: {e} (deploy the stack first: make integ)"))
-        })?;
-        let outputs: HashMap<String, String> =
-            serde_json::from_str(&text).map_err(|e| Error::terminal(format!("{path}: {e}")))?;
-        Self::from_stack_outputs(&outputs, atoms)
+        Self::from_stack_outputs(&read_outputs(path)?, atoms)
     }
 
     pub fn route(&self, atom: &str) -> Result<&Route> {

@@ -49,7 +49,7 @@ impl DigestStore for S3Digests {
                 .body(markdown.as_bytes().to_vec().into())
                 .send()
                 .await
-                .map_err(|e| classify("PutObject", e))?;
+                .map_err(|e| classify("S3 PutObject", e))?;
             Ok(format!("s3://{}/{key}", self.bucket))
         })
     }
@@ -57,6 +57,11 @@ impl DigestStore for S3Digests {
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).map_err(|_| Error::terminal(format!("{name} is not set")))
+}
+
+/// A variable that may be unset or empty (the template passes empty parameters as "").
+fn optional_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// The standard and strong models named by the environment:
@@ -78,10 +83,7 @@ pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Mod
     }
     let names = || -> Result<(String, String)> {
         let name = env("REANIMATE_MODEL_NAME")?;
-        let strong = std::env::var("REANIMATE_STRONG_MODEL_NAME")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| name.clone());
+        let strong = optional_env("REANIMATE_STRONG_MODEL_NAME").unwrap_or_else(|| name.clone());
         Ok((name, strong))
     };
     match std::env::var("REANIMATE_MODEL").as_deref() {
@@ -98,9 +100,7 @@ pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Mod
         Ok("openai-compatible") => {
             let url = env("REANIMATE_MODEL_URL")?;
             let (name, strong) = names()?;
-            let key = std::env::var("REANIMATE_MODEL_API_KEY")
-                .ok()
-                .filter(|k| !k.is_empty());
+            let key = optional_env("REANIMATE_MODEL_API_KEY");
             let standard = OpenAiCompatible::new(&url, &name, key.clone(), limits)?;
             let strong = OpenAiCompatible::new(&url, &strong, key, limits)?;
             Ok((Arc::new(standard), Arc::new(strong)))
@@ -126,10 +126,7 @@ pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activ
         standard,
         strong,
         Arc::new(Mailboxes {
-            maildir: std::env::var("REANIMATE_MAIL_ROOT")
-                .ok()
-                .filter(|r| !r.is_empty())
-                .map(MaildirSource::new),
+            maildir: optional_env("REANIMATE_MAIL_ROOT").map(MaildirSource::new),
             gmail: Some(GmailSource::new(
                 &std::env::var("REANIMATE_GMAIL_API").unwrap_or_else(|_| GMAIL_API.into()),
                 Arc::new(SecretsManager::new(

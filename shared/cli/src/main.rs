@@ -7,7 +7,6 @@ use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
 use reanimate_core::{Error, InstanceId, InstanceRecord, MessageId, RequestId, client};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -143,12 +142,11 @@ struct Stack {
 }
 
 async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
-    let text = std::fs::read_to_string(outputs_path).map_err(|e| Failure {
+    // No readable outputs file means no stack to talk to: exit 1, like an unreachable stack.
+    let outputs = reanimate_aws::config::read_outputs(outputs_path).map_err(|e| Failure {
         code: 1,
-        message: format!("{outputs_path}: {e} (deploy the stack first: make deploy)"),
+        message: e.reason,
     })?;
-    let outputs: BTreeMap<String, String> =
-        serde_json::from_str(&text).map_err(|e| refused(format!("{outputs_path}: {e}")))?;
     let mut atoms = reanimate_atoms::registry().names();
     atoms.extend(reanimate_email::atoms::registry().names());
     let deployed: Vec<&str> = atoms
@@ -160,8 +158,7 @@ async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
             ))
         })
         .collect();
-    let outputs_map = outputs.clone().into_iter().collect();
-    let config = Arc::new(StackConfig::from_stack_outputs(&outputs_map, &deployed)?);
+    let config = Arc::new(StackConfig::from_stack_outputs(&outputs, &deployed)?);
     let clients = Clients::from_env().await;
     // A client of the tables and queues only: it never runs a step.
     let runtime = reanimate_aws::stack::runtime(

@@ -114,11 +114,8 @@ pub struct Stack {
 impl Stack {
     /// The deployed stack named by its outputs file (written by infra/deploy.py).
     pub async fn from_outputs(path: &str) -> Result<Self> {
-        let config = Arc::new(StackConfig::from_outputs_file(path, &atom_names())?);
-        let outputs: BTreeMap<String, String> = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let outputs = reanimate_aws::config::read_outputs(path)?;
+        let config = Arc::new(StackConfig::from_stack_outputs(&outputs, &atom_names())?);
         let digest_bucket = outputs
             .get("DigestBucket")
             .cloned()
