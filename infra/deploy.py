@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "infra"))
-from render import ATOMS  # noqa: E402  (one list of atoms for the template and the deploy)
+from render import FUNCTIONS  # noqa: E402  (one list of functions for the template and the deploy)
 
 
 def zipped(bootstrap: pathlib.Path) -> bytes:
@@ -76,13 +76,13 @@ def main() -> int:
     for extra in args.parameter:
         key, _, value = extra.partition("=")
         parameters[key] = value
-    for atom, name, _ in ATOMS:
-        bootstrap = ROOT / "target" / "lambda" / atom / "bootstrap"
+    for crate, name in FUNCTIONS:
+        bootstrap = ROOT / "target" / "lambda" / crate / "bootstrap"
         if not bootstrap.is_file():
             print(f"deploy: {bootstrap} is missing; build with `cargo lambda build` first", file=sys.stderr)
             return 1
         body = zipped(bootstrap)
-        key = f"{atom}-{hashlib.sha256(body).hexdigest()[:16]}.zip"
+        key = f"{crate}-{hashlib.sha256(body).hexdigest()[:16]}.zip"
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         parameters[f"{name}CodeKey"] = key
 

@@ -4,8 +4,10 @@
     python infra/render.py          # rewrite infra/template.yaml
     python infra/render.py --check  # fail if the committed template is not what this renders
 
-Each atom gets a queue, a dead-letter queue, a least-privilege role, a function and an event
-source mapping. Add an atom by adding a line to ATOMS (and a crate under functions/)."""
+Each atom gets a queue (with a policy: only the stack's roles send to it), a dead-letter queue
+with an alarm, a least-privilege role, a function and an event source mapping, sized by its
+profile. The sweeper is one more function, invoked every minute by a schedule. Add an atom by
+adding a line to ATOMS (and a crate under functions/)."""
 
 import sys
 import pathlib
@@ -30,18 +32,32 @@ SECRET_READ = """              - Effect: Allow
                 Action: secretsmanager:GetSecretValue
                 Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/*"
 """
+# How a function is sized. Every record is handled within the invocation's deadline (records of
+# different instances in a batch run concurrently; a record still running near the deadline is
+# handed back). The queue's visibility timeout is six times the function timeout, as AWS
+# recommends for SQS event sources, and MaximumConcurrency caps the concurrent invocations per
+# queue, so a fan-in's children contend for their parent with at most that many writers.
+STEPS = dict(timeout=30, batch=10, window=0, visibility=180, concurrency=10)
+# Atoms whose activities call a model or a mailbox: a model call may take 60 s and be retried
+# (the activities' time limit is 250 s); a batch the size of the model client's concurrency.
+ACTIVITIES = dict(timeout=300, batch=4, window=0, visibility=1800, concurrency=5)
+
+# (atom type, CloudFormation name, extra IAM statements, profile)
 ATOMS = [
-    ("countdown", "Countdown", ""),
-    ("fan-out", "FanOut", ""),
-    ("worker", "Worker", ""),
-    ("approval", "Approval", ""),
-    ("email-assistant", "EmailAssistant", MODEL_INVOKE),
-    ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE),
-    ("fetch-emails", "FetchEmails", SECRET_READ),
-    ("summarize-rank", "SummarizeRank", MODEL_INVOKE + SECRET_READ),
-    ("write-digest", "WriteDigest", DIGEST_WRITE),
-    ("planner", "Planner", MODEL_INVOKE),
+    ("countdown", "Countdown", "", STEPS),
+    ("fan-out", "FanOut", "", STEPS),
+    ("worker", "Worker", "", STEPS),
+    ("approval", "Approval", "", STEPS),
+    ("email-assistant", "EmailAssistant", MODEL_INVOKE, ACTIVITIES),
+    ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE, ACTIVITIES),
+    ("fetch-emails", "FetchEmails", SECRET_READ, ACTIVITIES),
+    ("summarize-rank", "SummarizeRank", MODEL_INVOKE + SECRET_READ, ACTIVITIES),
+    ("write-digest", "WriteDigest", DIGEST_WRITE, ACTIVITIES),
+    ("planner", "Planner", MODEL_INVOKE, ACTIVITIES),
 ]
+
+# Every function the deploy zips: (crate under functions/, CloudFormation name).
+FUNCTIONS = [(atom, name) for atom, name, _, _ in ATOMS] + [("sweeper", "Sweeper")]
 
 HEADER = """AWSTemplateFormatVersion: "2010-09-09"
 Description: >-
@@ -94,6 +110,13 @@ Parameters:
     Default: ""
     NoEcho: true
     Description: For openai-compatible, the API key, if the endpoint needs one.
+  AlarmTopicArn:
+    Type: String
+    Default: ""
+    Description: An SNS topic the dead-letter alarms notify (none if empty).
+
+Conditions:
+  HasAlarmTopic: !Not [!Equals [!Ref AlarmTopicArn, ""]]
 
 Resources:
   InstancesTable:
@@ -102,8 +125,17 @@ Resources:
       BillingMode: PAY_PER_REQUEST
       AttributeDefinitions:
         - {{AttributeName: id, AttributeType: S}}
+        - {{AttributeName: outbox_pending, AttributeType: S}}
+        - {{AttributeName: outbox_pending_since, AttributeType: N}}
       KeySchema:
         - {{AttributeName: id, KeyType: HASH}}
+      # Sparse: only records whose outbox could not be sent carry its keys; the sweeper queries it.
+      GlobalSecondaryIndexes:
+        - IndexName: by-pending-outbox
+          KeySchema:
+            - {{AttributeName: outbox_pending, KeyType: HASH}}
+            - {{AttributeName: outbox_pending_since, KeyType: RANGE}}
+          Projection: {{ProjectionType: INCLUDE, NonKeyAttributes: [version]}}
       TimeToLiveSpecification: {{AttributeName: expires_at, Enabled: true}}
 
   InboxTable:
@@ -162,7 +194,131 @@ Resources:
               - Effect: Allow
                 Action: sqs:SendMessage
                 Resource:
-{queue_arns}"""
+{queue_arns}
+  # For people and programs outside the stack (the reanimate CLI, a web inbox): start, signal,
+  # cancel and answer; read instances; operate the dead-letter queues. The atom queues accept
+  # messages only from this role, the functions' roles and the Scheduler role.
+  ClientRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{AWS: !Sub "arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:root"}}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: reanimate-client
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource:
+{queue_arns}              - Effect: Allow
+                Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes, sqs:ChangeMessageVisibility]
+                Resource:
+{dead_letter_arns}              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:Scan]
+                Resource: !GetAtt InstancesTable.Arn
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:UpdateItem, dynamodb:Query]
+                Resource: [!GetAtt InboxTable.Arn, !Sub "${{InboxTable.Arn}}/index/by-status"]
+              - Effect: Allow
+                Action: [secretsmanager:CreateSecret, secretsmanager:PutSecretValue, secretsmanager:DescribeSecret]
+                Resource: !Sub "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:reanimate/*"
+              - Effect: Allow
+                Action: [s3:GetObject, s3:ListBucket]
+                Resource: [!GetAtt DigestBucket.Arn, !Sub "${{DigestBucket.Arn}}/digests/*"]
+
+  # --- sweeper ---------------------------------------------------------------------------------
+  # Sends the outboxes that could not be sent when their step was saved (records marked in the
+  # by-pending-outbox index), every minute.
+  SweeperRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{Service: lambda.amazonaws.com}}
+            Action: sts:AssumeRole
+      Policies:
+        - PolicyName: sweeper
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: [logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents]
+                Resource: !Sub "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/*"
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:UpdateItem]
+                Resource: !GetAtt InstancesTable.Arn
+              - Effect: Allow
+                Action: dynamodb:Query
+                Resource: !Sub "${{InstancesTable.Arn}}/index/by-pending-outbox"
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]
+                Resource: !GetAtt InboxTable.Arn
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource:
+{queue_arns}              - Effect: Allow
+                Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
+                Resource: !Sub "arn:${{AWS::Partition}}:scheduler:${{AWS::Region}}:${{AWS::AccountId}}:schedule/${{TimerGroup}}/*"
+              - Effect: Allow
+                Action: iam:PassRole
+                Resource: !GetAtt SchedulerRole.Arn
+              - Effect: Allow
+                Action: events:PutEvents
+                Resource: !GetAtt EventBus.Arn
+
+  SweeperFunction:
+    Type: AWS::Lambda::Function
+    Properties:
+      Runtime: provided.al2023
+      Handler: bootstrap
+      Architectures: [!Ref Architecture]
+      MemorySize: 256
+      Timeout: 55
+      Role: !GetAtt SweeperRole.Arn
+      Code: {{S3Bucket: !Ref CodeBucket, S3Key: !Ref SweeperCodeKey}}
+      Environment:
+        Variables:
+{environment}
+  # Assumed by EventBridge Scheduler to invoke the sweeper.
+  SweeperScheduleRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Effect: Allow
+            Principal: {{Service: scheduler.amazonaws.com}}
+            Action: sts:AssumeRole
+            Condition:
+              StringEquals: {{"aws:SourceAccount": !Ref AWS::AccountId}}
+      Policies:
+        - PolicyName: invoke-sweeper
+          PolicyDocument:
+            Version: "2012-10-17"
+            Statement:
+              - Effect: Allow
+                Action: lambda:InvokeFunction
+                Resource: !GetAtt SweeperFunction.Arn
+
+  SweeperSchedule:
+    Type: AWS::Scheduler::Schedule
+    Properties:
+      Description: reanimate sweeper - sends outboxes that could not be sent
+      ScheduleExpression: rate(1 minute)
+      FlexibleTimeWindow: {{Mode: "OFF"}}
+      Target:
+        Arn: !GetAtt SweeperFunction.Arn
+        RoleArn: !GetAtt SweeperScheduleRole.Arn
+        Input: '{{"sweep": true}}'
+        RetryPolicy: {{MaximumRetryAttempts: 0}}
+"""
 
 ATOM = """
   # --- {atom} {rule}
@@ -171,14 +327,47 @@ ATOM = """
     Properties:
       MessageRetentionPeriod: 1209600
 
+  {Name}DeadLettersAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmDescription: "{atom}: messages in the dead-letter queue (reanimate dead-letters list {atom})"
+      Namespace: AWS/SQS
+      MetricName: ApproximateNumberOfMessagesVisible
+      Dimensions:
+        - {{Name: QueueName, Value: !GetAtt {Name}DeadLetters.QueueName}}
+      Statistic: Maximum
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
   {Name}Queue:
     Type: AWS::SQS::Queue
     Properties:
-      VisibilityTimeout: 180
+      VisibilityTimeout: {visibility}
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt {Name}DeadLetters.Arn
         maxReceiveCount: 5
 
+  # Only the stack's roles, the Scheduler role and the client role may send to the queue.
+  {Name}QueuePolicy:
+    Type: AWS::SQS::QueuePolicy
+    Properties:
+      Queues: [!Ref {Name}Queue]
+      PolicyDocument:
+        Version: "2012-10-17"
+        Statement:
+          - Sid: OnlyTheStackSends
+            Effect: Deny
+            Principal: "*"
+            Action: sqs:SendMessage
+            Resource: !GetAtt {Name}Queue.Arn
+            Condition:
+              ArnNotEquals:
+                aws:PrincipalArn:
+{sender_arns}
   {Name}Role:
     Type: AWS::IAM::Role
     Properties:
@@ -197,7 +386,7 @@ ATOM = """
                 Action: [logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents]
                 Resource: !Sub "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/*"
               - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:PutItem]
+                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]
                 Resource: !GetAtt InstancesTable.Arn
               - Effect: Allow
                 Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:Query]
@@ -226,18 +415,31 @@ ATOM = """
       Handler: bootstrap
       Architectures: [!Ref Architecture]
       MemorySize: 256
-      Timeout: 30
+      Timeout: {timeout}
       Role: !GetAtt {Name}Role.Arn
       Code: {{S3Bucket: !Ref CodeBucket, S3Key: !Ref {Name}CodeKey}}
       Environment:
         Variables:
-          AWS_LAMBDA_LOG_FORMAT: JSON
+          REANIMATE_DEAD_LETTER_URL: !Ref {Name}DeadLetters
+{environment}
+  {Name}Trigger:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      EventSourceArn: !GetAtt {Name}Queue.Arn
+      FunctionName: !Ref {Name}Function
+      BatchSize: {batch}
+      MaximumBatchingWindowInSeconds: {window}
+      ScalingConfig: {{MaximumConcurrency: {concurrency}}}
+      FunctionResponseTypes: [ReportBatchItemFailures]
+"""
+
+# The configuration every function reads (REANIMATE_* in shared/aws/src/config.rs).
+ENVIRONMENT = """          AWS_LAMBDA_LOG_FORMAT: JSON
           REANIMATE_INSTANCES_TABLE: !Ref InstancesTable
           REANIMATE_INBOX_TABLE: !Ref InboxTable
           REANIMATE_SCHEDULE_GROUP: !Ref TimerGroup
           REANIMATE_SCHEDULER_ROLE_ARN: !GetAtt SchedulerRole.Arn
           REANIMATE_EVENT_BUS: !Ref EventBus
-          REANIMATE_DEAD_LETTER_URL: !Ref {Name}DeadLetters
           REANIMATE_MAX_QUEUE_DELAY_SECS: !Ref MaxQueueDelaySeconds
           REANIMATE_RETENTION_SECS: !Ref RetentionSeconds
           REANIMATE_DIGEST_BUCKET: !Ref DigestBucket
@@ -248,30 +450,40 @@ ATOM = """
           REANIMATE_STRONG_MODEL_NAME: !Ref StrongModelName
           REANIMATE_MODEL_API_KEY: !Ref ModelApiKey
           REANIMATE_ROUTES: !Sub '{routes}'
-
-  {Name}Trigger:
-    Type: AWS::Lambda::EventSourceMapping
-    Properties:
-      EventSourceArn: !GetAtt {Name}Queue.Arn
-      FunctionName: !Ref {Name}Function
-      BatchSize: 10
-      FunctionResponseTypes: [ReportBatchItemFailures]
 """
 
 
 def render() -> str:
     code_keys = "".join(
-        f"  {name}CodeKey:\n    Type: String\n    Description: S3 key of the {atom} function's zip.\n"
-        for atom, name, _ in ATOMS
+        f"  {name}CodeKey:\n    Type: String\n    Description: S3 key of the {crate} function's zip.\n"
+        for crate, name in FUNCTIONS
     )
-    queue_arns = "".join(f"                  - !GetAtt {name}Queue.Arn\n" for _, name, _ in ATOMS)
+    queue_arns = "".join(f"                  - !GetAtt {name}Queue.Arn\n" for _, name, _, _ in ATOMS)
+    dead_letter_arns = "".join(f"                  - !GetAtt {name}DeadLetters.Arn\n" for _, name, _, _ in ATOMS)
+    sender_roles = [f"{name}Role" for _, name, _, _ in ATOMS] + ["SweeperRole", "SchedulerRole", "ClientRole"]
+    sender_arns = "".join(f"                  - !GetAtt {role}.Arn\n" for role in sender_roles)
     routes = "{" + ", ".join(
-        f'"{atom}": {{"url": "${{{name}Queue}}", "arn": "${{{name}Queue.Arn}}"}}' for atom, name, _ in ATOMS
+        f'"{atom}": {{"url": "${{{name}Queue}}", "arn": "${{{name}Queue.Arn}}"}}' for atom, name, _, _ in ATOMS
     ) + "}"
-    out = HEADER.format(code_keys=code_keys, queue_arns=queue_arns)
-    for atom, name, extra in ATOMS:
+    environment = ENVIRONMENT.format(routes=routes)
+    out = HEADER.format(
+        code_keys=code_keys,
+        queue_arns=queue_arns,
+        dead_letter_arns=dead_letter_arns,
+        environment=environment,
+    )
+    for atom, name, extra, profile in ATOMS:
         rule = "-" * max(3, 88 - len(atom))
-        out += ATOM.format(atom=atom, Name=name, rule=rule, queue_arns=queue_arns, extra=extra, routes=routes)
+        out += ATOM.format(
+            atom=atom,
+            Name=name,
+            rule=rule,
+            queue_arns=queue_arns,
+            sender_arns=sender_arns,
+            extra=extra,
+            environment=environment,
+            **profile,
+        )
     out += "\nOutputs:\n"
     for key, value in [
         ("InstancesTable", "!Ref InstancesTable"),
@@ -280,9 +492,11 @@ def render() -> str:
         ("EventBus", "!Ref EventBus"),
         ("TimerGroup", "!Ref TimerGroup"),
         ("SchedulerRoleArn", "!GetAtt SchedulerRole.Arn"),
+        ("ClientRoleArn", "!GetAtt ClientRole.Arn"),
+        ("SweeperFunctionName", "!Ref SweeperFunction"),
     ]:
         out += f"  {key}: {{Value: {value}}}\n"
-    for _, name, _ in ATOMS:
+    for _, name, _, _ in ATOMS:
         out += (
             f"  {name}QueueUrl: {{Value: !Ref {name}Queue}}\n"
             f"  {name}QueueArn: {{Value: !GetAtt {name}Queue.Arn}}\n"

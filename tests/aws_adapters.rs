@@ -92,6 +92,19 @@ async fn stack() -> Stack {
         .table_name(&instances_table)
         .key_schema(ok(key("id", KeyType::Hash)))
         .attribute_definitions(ok(attr("id", ScalarAttributeType::S)))
+        .attribute_definitions(ok(attr("outbox_pending", ScalarAttributeType::S)))
+        .attribute_definitions(ok(attr("outbox_pending_since", ScalarAttributeType::N)))
+        .global_secondary_indexes(ok(GlobalSecondaryIndex::builder()
+            .index_name(reanimate_aws::dynamo::OUTBOX_PENDING_INDEX)
+            .key_schema(ok(key("outbox_pending", KeyType::Hash)))
+            .key_schema(ok(key("outbox_pending_since", KeyType::Range)))
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes("version")
+                    .build(),
+            )
+            .build()))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -237,9 +250,17 @@ impl Stack {
                 record.message_id = m.message_id.clone();
                 record.receipt_handle = m.receipt_handle.clone();
                 record.body = m.body.clone();
+                record.attributes = m
+                    .attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                    .collect();
                 event.records.push(record);
             }
-            let response = handle_event(&self.runtime, &self.dead_letters(), event).await;
+            let deadline = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(30));
+            let response =
+                handle_event(&self.runtime, &self.dead_letters(), event, Some(deadline)).await;
             let failed: Vec<_> = response
                 .batch_item_failures
                 .iter()
@@ -578,6 +599,7 @@ async fn a_recurring_timer_is_one_rate_schedule_whose_firings_carry_their_schedu
         reanimate_core::Event::TimerFired {
             name: "tick".into(),
             timer: timer.clone(),
+            fired_for: None,
         },
     );
     let timers = stack.runtime.timers();
@@ -610,6 +632,10 @@ async fn a_recurring_timer_is_one_rate_schedule_whose_firings_carry_their_schedu
     assert_eq!(
         input["id"],
         format!("timer:{timer}@<aws.scheduler.scheduled-time>").as_str()
+    );
+    assert_eq!(
+        input["event"]["fired_for"], "<aws.scheduler.scheduled-time>",
+        "the firing carries its scheduled time, so the runtime can tell a copy from the next one"
     );
     timers
         .cancel(&timer)

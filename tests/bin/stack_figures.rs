@@ -80,6 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let event = Event::Signal {
             name: "extend".into(),
             payload: json!({"by": 1}),
+            seq: None,
         };
         let envelope = Envelope::new(message(n)?, id.clone(), "countdown", event);
         let t = Instant::now();
@@ -149,6 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let event = Event::Signal {
             name: "extend".into(),
             payload: json!({"by": 1}),
+            seq: None,
         };
         let t = Instant::now();
         send(Envelope::new(

@@ -1,6 +1,7 @@
 """EventBridge Scheduler that delivers. LocalStack's provider (moto) stores schedules but never
 fires them; this provider adds a loop that fires each enabled schedule when due (checked every
-quarter second) to its SQS target with the target's ``Input``, retries a failed delivery with
+quarter second) to its SQS target with the target's ``Input`` (or invokes its Lambda target,
+asynchronously, with the ``Input`` as the event), retries a failed delivery with
 backoff within the target's retry policy (then to its dead-letter queue, if any), deletes a
 one-time schedule after it fired when ``ActionAfterCompletion`` is ``DELETE``, and honours flexible
 windows by firing at a random point inside the window (scaled by
@@ -57,6 +58,14 @@ def _sqs_send(arn: str, body: str, group_id: str | None):
     if group_id:
         kwargs["MessageGroupId"] = group_id
     sqs.send_message(**kwargs)
+
+
+def _lambda_invoke(arn: str, body: str):
+    from localstack.aws.connect import connect_to
+
+    _, _, _, region, account, _ = arn.split(":", 5)
+    client = connect_to(aws_access_key_id=account, region_name=region).lambda_
+    client.invoke(FunctionName=arn, InvocationType="Event", Payload=body.encode())
 
 
 class DeliveringSchedulerProvider(SchedulerProvider):
@@ -122,9 +131,13 @@ class DeliveringSchedulerProvider(SchedulerProvider):
         target = schedule.target
         try:
             group_id = (target.get("SqsParameters") or {}).get("MessageGroupId")
-            if ":sqs:" not in target["Arn"]:
-                raise Unsupported(f"target {target['Arn']} is not an SQS queue")
-            _sqs_send(target["Arn"], _with_context(target.get("Input") or "{}", schedule, delivery), group_id)
+            body = _with_context(target.get("Input") or "{}", schedule, delivery)
+            if ":sqs:" in target["Arn"]:
+                _sqs_send(target["Arn"], body, group_id)
+            elif ":lambda:" in target["Arn"]:
+                _lambda_invoke(target["Arn"], body)
+            else:
+                raise Unsupported(f"target {target['Arn']} is neither an SQS queue nor a Lambda function")
             LOG.info("schedule %s fired (due %s)", schedule.name, utc(delivery.due))
         except Exception as e:  # noqa: BLE001
             if self._retry(schedule, delivery, now, e):

@@ -59,6 +59,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
     let extend = Event::Signal {
         name: "extend".into(),
         payload: json!(Extend { by: 1 }),
+        seq: None,
     };
     sim.send_after(
         Duration::from_secs(HOUR),
@@ -72,6 +73,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
     let unknown = Event::Signal {
         name: "pause".into(),
         payload: Value::Null,
+        seq: None,
     };
     sim.send_after(
         Duration::from_secs(2 * HOUR),
@@ -98,6 +100,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         let extend = Event::Signal {
             name: "extend".into(),
             payload: json!(Extend { by: 1 }),
+            seq: None,
         };
         let id = format!("client:countdown-race:extend-{hour}");
         sim.send_after(

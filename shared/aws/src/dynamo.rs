@@ -1,24 +1,30 @@
 //! The instance store and the inbox on DynamoDB.
 //!
 //! An instance is one item: key `id`; `version`, `status`, `atom`, `state`, `updated_at`,
-//! `error` as top-level attributes (readable in the console and by the CLI); everything else as
+//! `error` as top-level attributes (readable in the console and by the CLI); the outbox as the JSON
+//! attribute `outbox` (so the sweeper can drop it without rewriting the rest); everything else as
 //! one JSON attribute `body`; `expires_at` (the table's TTL attribute) once the instance finished.
+//! A record whose outbox could not be sent carries `outbox_pending` and `outbox_pending_since`,
+//! the keys of the sparse index [`OUTBOX_PENDING_INDEX`] the sweeper queries; any save removes
+//! them (a save writes the whole item).
 
 use crate::counters::{RequestCounters, Service};
 use crate::errors::{classify, tolerate};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use reanimate_core::event::ParentLink;
-use reanimate_core::ports::{InboxEntry, RequestStatus, SaveOutcome};
+use reanimate_core::ids::InstanceId as Id;
+use reanimate_core::ports::{AnswerRecord, InboxEntry, RequestStatus, SaveOutcome};
 use reanimate_core::record::{
-    Effect, HistoryEntry, InstanceRecord, RecentMessages, RequestOutcome, Status, UserRequest,
-    Waiting,
+    Effect, HistoryEntry, InstanceRecord, RecentMessages, RequestOutcome, SeqSet, Status,
+    UserRequest, Waiting,
 };
 use reanimate_core::{Error, InstanceId, RequestId, Result, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 type Item = HashMap<String, AttributeValue>;
@@ -60,6 +66,11 @@ fn parse_status(name: &str) -> Result<Status> {
         .map_err(|_| Error::terminal(format!("stored status {name:?} is unknown")))
 }
 
+/// The sparse index of records with an unsent outbox: partition key `outbox_pending` (always
+/// [`OUTBOX_PENDING`]), sort key `outbox_pending_since` (milliseconds), projecting `version`.
+pub const OUTBOX_PENDING_INDEX: &str = "by-pending-outbox";
+const OUTBOX_PENDING: &str = "pending";
+
 /// The part of a record kept as one JSON attribute.
 #[derive(Serialize)]
 struct BodyRef<'a> {
@@ -67,8 +78,12 @@ struct BodyRef<'a> {
     parent: &'a Option<ParentLink>,
     waiting: &'a Waiting,
     applied: &'a RecentMessages,
-    #[serde(skip_serializing_if = "<[Effect]>::is_empty")]
-    outbox: &'a [Effect],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    signals_sent: &'a BTreeMap<Id, u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    signals_received: &'a BTreeMap<Id, SeqSet>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tombstone: bool,
     progress_sent: u64,
     transitions: u64,
     #[serde(skip_serializing_if = "VecDeque::is_empty")]
@@ -86,6 +101,13 @@ struct Body {
     waiting: Waiting,
     #[serde(default)]
     applied: RecentMessages,
+    #[serde(default)]
+    signals_sent: BTreeMap<Id, u64>,
+    #[serde(default)]
+    signals_received: BTreeMap<Id, SeqSet>,
+    #[serde(default)]
+    tombstone: bool,
+    /// Where the outbox was kept before it became an attribute of its own.
     #[serde(default)]
     outbox: Vec<Effect>,
     #[serde(default)]
@@ -105,7 +127,9 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
         parent: &record.parent,
         waiting: &record.waiting,
         applied: &record.applied,
-        outbox: &record.outbox,
+        signals_sent: &record.signals_sent,
+        signals_received: &record.signals_received,
+        tombstone: record.tombstone,
         progress_sent: record.progress_sent,
         transitions: record.transitions,
         history: &record.history,
@@ -123,6 +147,12 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
         "body".into(),
         s(serde_json::to_string(&body).unwrap_or_default()),
     );
+    if !record.outbox.is_empty() {
+        item.insert(
+            "outbox".into(),
+            s(serde_json::to_string(&record.outbox).unwrap_or_default()),
+        );
+    }
     if let Some(error) = &record.error {
         item.insert("error".into(), s(error));
     }
@@ -136,6 +166,11 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
 pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
     let body: Body = serde_json::from_str(get_s(item, "body")?)
         .map_err(|e| Error::terminal(format!("stored body does not decode: {e}")))?;
+    let outbox = match item.get("outbox") {
+        Some(AttributeValue::S(json)) => serde_json::from_str(json)
+            .map_err(|e| Error::terminal(format!("stored outbox does not decode: {e}")))?,
+        _ => body.outbox,
+    };
     Ok(InstanceRecord {
         id: InstanceId::new(get_s(item, "id")?)?,
         atom: get_s(item, "atom")?.to_string(),
@@ -145,7 +180,10 @@ pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
         parent: body.parent,
         waiting: body.waiting,
         applied: body.applied,
-        outbox: body.outbox,
+        signals_sent: body.signals_sent,
+        signals_received: body.signals_received,
+        tombstone: body.tombstone,
+        outbox,
         progress_sent: body.progress_sent,
         transitions: body.transitions,
         history: body.history,
@@ -226,6 +264,93 @@ impl reanimate_core::ports::InstanceStore for DynamoStore {
             },
         }
     }
+
+    async fn mark_outbox_pending(
+        &self,
+        id: &InstanceId,
+        version: u64,
+        since: Timestamp,
+    ) -> Result<()> {
+        self.counters.count(Service::DynamoDb, "UpdateItem(mark)");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id.as_str()))
+            .update_expression("SET outbox_pending = :pending, outbox_pending_since = :since")
+            .condition_expression("version = :version")
+            .expression_attribute_values(":pending", s(OUTBOX_PENDING))
+            .expression_attribute_values(":since", n(since.as_millis()))
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        // The record moved on: its successor carries the outbox.
+        tolerate(
+            "DynamoDB UpdateItem (mark outbox)",
+            result,
+            is_condition_failure,
+        )
+        .map(|_| ())
+    }
+
+    async fn pending_outboxes(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, u64)>> {
+        let mut found = Vec::new();
+        let mut start = None;
+        while found.len() < limit {
+            self.counters
+                .count(Service::DynamoDb, "Query(pending outboxes)");
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OUTBOX_PENDING_INDEX)
+                .key_condition_expression(
+                    "outbox_pending = :pending AND outbox_pending_since <= :before",
+                )
+                .expression_attribute_values(":pending", s(OUTBOX_PENDING))
+                .expression_attribute_values(":before", n(before.as_millis()))
+                .limit((limit - found.len()).min(1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("DynamoDB Query (pending outboxes)", e))?;
+            for item in page.items() {
+                found.push((
+                    InstanceId::new(get_s(item, "id")?)?,
+                    get_n(item, "version")?,
+                ));
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn clear_outbox(&self, id: &InstanceId, version: u64) -> Result<bool> {
+        self.counters
+            .count(Service::DynamoDb, "UpdateItem(clear outbox)");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id.as_str()))
+            .update_expression("REMOVE outbox, outbox_pending, outbox_pending_since")
+            .condition_expression("version = :version")
+            .expression_attribute_values(":version", n(version))
+            .send()
+            .await;
+        tolerate(
+            "DynamoDB UpdateItem (clear outbox)",
+            result,
+            is_condition_failure,
+        )
+    }
 }
 
 /// The user's inbox in a DynamoDB table keyed by `id`, with a `by-status` index (`status`,
@@ -266,6 +391,9 @@ fn inbox_item(entry: &InboxEntry) -> Item {
     if let Some(answer) = &entry.answer {
         item.insert("answer".into(), s(answer.to_string()));
     }
+    if let Some(at) = entry.applied_at {
+        item.insert("applied_at".into(), n(at.as_millis()));
+    }
     item
 }
 
@@ -302,6 +430,7 @@ fn inbox_entry(item: &Item) -> Result<InboxEntry> {
             .contains_key("answer")
             .then(|| json_attr(item, "answer"))
             .transpose()?,
+        applied_at: get_n(item, "applied_at").ok().map(Timestamp::from_millis),
         updated_at: Timestamp::from_millis(get_n(item, "updated_at")?),
     })
 }
@@ -328,6 +457,7 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             request,
             status: RequestStatus::Open,
             answer: None,
+            applied_at: None,
             updated_at: at,
         };
         let result = self
@@ -342,7 +472,12 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
         tolerate("DynamoDB PutItem (inbox)", result, is_condition_failure).map(|_| ())
     }
 
-    async fn record_answer(&self, id: &RequestId, answer: Value, at: Timestamp) -> Result<bool> {
+    async fn record_answer(
+        &self,
+        id: &RequestId,
+        answer: Value,
+        at: Timestamp,
+    ) -> Result<AnswerRecord> {
         self.counters.count(Service::DynamoDb, "UpdateItem(inbox)");
         let result = self
             .client
@@ -350,40 +485,97 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             .table_name(&self.table)
             .key("id", s(id.as_str()))
             .update_expression("SET #status = :answered, answer = :answer, updated_at = :at")
-            // The runtime may already have closed it as answered: the answer is still recorded.
+            // The inbox decides the race: only an open request whose deadline has not passed
+            // takes an answer, and only the first.
             .condition_expression(
-                "attribute_exists(id) AND (#status = :open OR (#status = :answered AND attribute_not_exists(answer)))",
+                "#status = :open AND (attribute_not_exists(deadline) OR deadline > :at)",
             )
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":answered", s("answered"))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":answer", s(answer.to_string()))
             .expression_attribute_values(":at", n(at.as_millis()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        tolerate(
-            "DynamoDB UpdateItem (inbox answer)",
-            result,
-            is_condition_failure,
-        )
+        match result {
+            Ok(_) => Ok(AnswerRecord::Recorded),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(item) => Ok(AnswerRecord::Refused(Box::new(inbox_entry(item)?))),
+                        None => Ok(AnswerRecord::Missing),
+                    }
+                }
+                _ => Err(classify("DynamoDB UpdateItem (inbox answer)", err)),
+            },
+        }
     }
 
-    async fn close(&self, id: &RequestId, outcome: RequestOutcome, at: Timestamp) -> Result<()> {
+    async fn expire(&self, id: &RequestId, at: Timestamp) -> Result<Option<Value>> {
         self.counters.count(Service::DynamoDb, "UpdateItem(inbox)");
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("id", s(id.as_str()))
-            .update_expression("SET #status = :closed, updated_at = :at")
+            .update_expression("SET #status = :expired, updated_at = :at")
             .condition_expression("#status = :open")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":expired", s("expired"))
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":at", n(at.as_millis()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    // Not open: an answer won the race (apply it), or it was already closed.
+                    match failed.item().map(inbox_entry).transpose()? {
+                        Some(entry) if entry.status == RequestStatus::Answered => Ok(entry.answer),
+                        _ => Ok(None),
+                    }
+                }
+                _ => Err(classify("DynamoDB UpdateItem (inbox expire)", err)),
+            },
+        }
+    }
+
+    async fn close(&self, id: &RequestId, outcome: RequestOutcome, at: Timestamp) -> Result<()> {
+        self.counters.count(Service::DynamoDb, "UpdateItem(inbox)");
+        let (update, condition) = match outcome {
+            // The instance applied the recorded answer.
+            RequestOutcome::Answered => (
+                "SET #status = :closed, applied_at = :at, updated_at = :at",
+                "#status = :open OR (#status = :answered AND attribute_not_exists(applied_at))",
+            ),
+            // The instance finished first: an answer recorded but never applied stays for display.
+            RequestOutcome::Withdrawn => (
+                "SET #status = :closed, updated_at = :at",
+                "#status = :open OR (#status = :answered AND attribute_not_exists(applied_at))",
+            ),
+            RequestOutcome::Expired => {
+                ("SET #status = :closed, updated_at = :at", "#status = :open")
+            }
+        };
+        let mut call = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id.as_str()))
+            .update_expression(update)
+            .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":closed", s(status_str(outcome.into())))
             .expression_attribute_values(":open", s("open"))
-            .expression_attribute_values(":at", n(at.as_millis()))
-            .send()
-            .await;
-        // Already closed: it keeps its first outcome.
+            .expression_attribute_values(":at", n(at.as_millis()));
+        if outcome != RequestOutcome::Expired {
+            call = call.expression_attribute_values(":answered", s("answered"));
+        }
+        let result = call.send().await;
+        // Already closed: it keeps its outcome.
         tolerate(
             "DynamoDB UpdateItem (inbox close)",
             result,

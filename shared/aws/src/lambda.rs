@@ -8,7 +8,8 @@ use crate::errors::classify;
 use crate::stack::AwsRuntime;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageAttributeValue;
-use reanimate_core::{Disposition, Envelope, Error, Result};
+use reanimate_core::{Delivery, Disposition, Envelope, Error, Result, Timestamp};
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Where refused messages go, with their reason.
@@ -28,8 +29,11 @@ impl DeadLetters {
                 .build()
                 .map_err(|e| Error::terminal(format!("message attribute: {e}")))
         };
-        // Attribute values are limited to 256 KiB with the body; keep reasons short.
-        let reason: String = reason.chars().take(2_000).collect();
+        // Attribute values are limited to 256 KiB with the body; keep reasons short, and in the
+        // characters SQS accepts.
+        let reason = reanimate_core::text::sqs_safe_text(reanimate_core::text::truncate_at_char(
+            reason, 2_000,
+        ));
         self.counters.count(Service::Sqs, "SendMessage");
         self.sqs
             .send_message()
@@ -57,15 +61,50 @@ pub enum RecordOutcome {
     Retry(String),
 }
 
+/// Time kept back from the invocation's deadline to return the batch response. A record still
+/// running then is abandoned (its message returns to the queue, as after a crash, which the step
+/// algorithm is made for), so one slow record never times the whole invocation out and sends every
+/// other record of its batch back with it.
+pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
+
+/// How this receive of `message` reaches the runtime: its receive count and the deadline.
+fn delivery(message: &SqsMessage, deadline: Option<Timestamp>) -> Delivery {
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    Delivery {
+        receive_count,
+        deadline,
+    }
+}
+
 /// Handles one record (exposed for tests).
 pub async fn handle_record(
     runtime: &AwsRuntime,
     dead_letters: &DeadLetters,
     message: &SqsMessage,
+    deadline: Option<Timestamp>,
 ) -> RecordOutcome {
     let body = message.body.as_deref().unwrap_or("");
-    let result = match Envelope::from_json(body) {
-        Ok(envelope) => runtime.handle(envelope).await,
+    let parsed = Envelope::from_json(body);
+    handle_parsed(runtime, dead_letters, message, parsed, deadline).await
+}
+
+async fn handle_parsed(
+    runtime: &AwsRuntime,
+    dead_letters: &DeadLetters,
+    message: &SqsMessage,
+    parsed: Result<Envelope>,
+    deadline: Option<Timestamp>,
+) -> RecordOutcome {
+    let result = match parsed {
+        Ok(envelope) => {
+            runtime
+                .handle_delivery(envelope, delivery(message, deadline))
+                .await
+        }
         Err(error) => Err(error),
     };
     match result {
@@ -88,22 +127,72 @@ pub async fn handle_record(
     }
 }
 
-/// The SQS event handler.
+/// A record and what its body parsed to.
+type Parsed<'a> = (&'a SqsMessage, Result<Envelope>);
+
+/// The SQS event handler. Records for one instance are handled one after another, in the order
+/// they came; records for different instances concurrently. Whatever is not done when the
+/// invocation's deadline (less [`RESPONSE_MARGIN`]) comes is reported as failed, to come back.
 pub async fn handle_event(
     runtime: &AwsRuntime,
     dead_letters: &DeadLetters,
     event: SqsEvent,
+    deadline: Option<Timestamp>,
 ) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
+    let stop_at = deadline.map(|d| {
+        Timestamp::from_millis(
+            d.as_millis()
+                .saturating_sub(RESPONSE_MARGIN.as_millis() as u64),
+        )
+    });
+    // Group by instance, keeping arrival order; a body that is not an envelope stands alone.
+    let mut groups: Vec<(Option<String>, Vec<Parsed<'_>>)> = Vec::new();
     for message in &event.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!("record", sqs_message = %id);
-        if let RecordOutcome::Retry(_) = handle_record(runtime, dead_letters, message)
-            .instrument(span)
-            .await
-        {
-            response.add_failure(id);
+        let parsed = Envelope::from_json(message.body.as_deref().unwrap_or(""));
+        let key = parsed.as_ref().ok().map(|e| e.target.to_string());
+        match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
+            Some((_, records)) => records.push((message, parsed)),
+            None => groups.push((key, vec![(message, parsed)])),
         }
+    }
+    let handled =
+        futures_util::future::join_all(groups.into_iter().map(|(_, records)| async move {
+            let mut failed = Vec::new();
+            let mut records = records.into_iter();
+            for (message, parsed) in records.by_ref() {
+                let id = message.message_id.clone().unwrap_or_default();
+                let span = tracing::info_span!("record", sqs_message = %id);
+                let work =
+                    handle_parsed(runtime, dead_letters, message, parsed, stop_at).instrument(span);
+                let outcome = match stop_at {
+                    Some(stop) => {
+                        let left = Timestamp::now_utc().until(stop);
+                        match tokio::time::timeout(left, work).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => {
+                                RecordOutcome::Retry("the invocation's deadline came first".into())
+                            }
+                        }
+                    }
+                    None => work.await,
+                };
+                if let RecordOutcome::Retry(reason) = outcome {
+                    tracing::warn!(sqs_message = %id, %reason, "record handed back");
+                    failed.push(id);
+                    if stop_at.is_some_and(|stop| Timestamp::now_utc() >= stop) {
+                        break;
+                    }
+                }
+            }
+            // Not started before the deadline: handed back as they are.
+            failed
+                .extend(records.map(|(message, _)| message.message_id.clone().unwrap_or_default()));
+            failed
+        }))
+        .await;
+    let mut response = SqsBatchResponse::default();
+    for id in handled.into_iter().flatten() {
+        response.add_failure(id);
     }
     response
 }
@@ -152,13 +241,15 @@ pub type ServeFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = std::result::Result<(), lambda_runtime::Error>>>,
 >;
 
-async fn serve_registry(
+/// What every function builds once per process: the configuration, the SDK clients, the runtime.
+async fn process_runtime(
     registry: reanimate_core::Registry,
     activities: fn(
         &crate::stack::Clients,
         &RequestCounters,
     ) -> reanimate_core::Result<reanimate_core::Activities>,
-) -> std::result::Result<(), lambda_runtime::Error> {
+) -> std::result::Result<(AwsRuntime, crate::stack::Clients, RequestCounters), lambda_runtime::Error>
+{
     init_tracing();
     let config = std::sync::Arc::new(crate::StackConfig::from_env()?);
     let clients = crate::stack::Clients::from_env().await;
@@ -166,6 +257,17 @@ async fn serve_registry(
     let activities = activities(&clients, &counters)?;
     let runtime =
         crate::stack::runtime(registry, &clients, config, &counters).with_activities(activities);
+    Ok((runtime, clients, counters))
+}
+
+async fn serve_registry(
+    registry: reanimate_core::Registry,
+    activities: fn(
+        &crate::stack::Clients,
+        &RequestCounters,
+    ) -> reanimate_core::Result<reanimate_core::Activities>,
+) -> std::result::Result<(), lambda_runtime::Error> {
+    let (runtime, clients, counters) = process_runtime(registry, activities).await?;
     let dead_letters = DeadLetters {
         sqs: clients.sqs.clone(),
         url: std::env::var("REANIMATE_DEAD_LETTER_URL")
@@ -176,8 +278,62 @@ async fn serve_registry(
     let dead_letters = &dead_letters;
     let handler = lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
-            Ok::<_, lambda_runtime::Error>(handle_event(runtime, dead_letters, event.payload).await)
+            let deadline = Some(Timestamp::from_millis(event.context.deadline));
+            Ok::<_, lambda_runtime::Error>(
+                handle_event(runtime, dead_letters, event.payload, deadline).await,
+            )
         },
     );
     lambda_runtime::run(handler).await
 }
+
+/// The sweeper function's `main`: invoked on a schedule (EventBridge Scheduler, every minute), it
+/// sends the outboxes that could not be sent when their step was saved (see
+/// [`reanimate_core::runtime`]'s `sweep`), until none is left or its time is nearly up.
+pub fn serve_sweeper() -> ServeFuture {
+    Box::pin(async {
+        let (runtime, _, _) = process_runtime(reanimate_core::Registry::new(), |_, _| {
+            Ok(reanimate_core::Activities::default())
+        })
+        .await?;
+        let runtime = &runtime;
+        let handler = lambda_runtime::service_fn(
+            move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
+                let deadline = Timestamp::from_millis(event.context.deadline);
+                let report = sweep_until(runtime, deadline).await?;
+                Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
+            },
+        );
+        lambda_runtime::run(handler).await
+    })
+}
+
+/// Sweeps in rounds of [`SWEEP_BATCH`] until a round finds fewer, sends none, or `deadline`
+/// (less a margin) is near.
+pub async fn sweep_until(
+    runtime: &AwsRuntime,
+    deadline: Timestamp,
+) -> Result<reanimate_core::SweepReport> {
+    let mut total = reanimate_core::SweepReport::default();
+    loop {
+        let round = runtime.sweep(Duration::ZERO, SWEEP_BATCH).await?;
+        let more = round.found == SWEEP_BATCH && round.flushed > 0;
+        total.found += round.found;
+        total.flushed += round.flushed;
+        total.moved_on += round.moved_on;
+        total.failed.extend(round.failed);
+        let time_left = Timestamp::now_utc().until(deadline);
+        if !more || time_left < RESPONSE_MARGIN * 5 {
+            tracing::info!(
+                found = total.found,
+                flushed = total.flushed,
+                failed = total.failed.len(),
+                "sweep done"
+            );
+            return Ok(total);
+        }
+    }
+}
+
+/// Records the sweeper takes per round.
+pub const SWEEP_BATCH: usize = 100;

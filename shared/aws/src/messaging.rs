@@ -15,8 +15,18 @@ use std::time::Duration;
 /// SQS takes at most 10 messages and 256 KiB per batch.
 const BATCH_MESSAGES: usize = 10;
 const BATCH_BYTES: usize = 250_000;
-/// EventBridge takes at most 10 entries per PutEvents.
+/// EventBridge takes at most 10 entries and 256 KiB per PutEvents.
 const EVENTS_PER_CALL: usize = 10;
+const EVENTS_BYTES: usize = 250_000;
+/// SQS's longest message delay.
+pub const MAX_QUEUE_DELAY_SECS: u64 = 900;
+
+/// A queue delay in SQS's whole seconds, rounded up: a message never becomes visible before the
+/// time it was delayed to (a timer never fires early), at most [`MAX_QUEUE_DELAY_SECS`].
+pub fn queue_delay_seconds(delay: Duration) -> i32 {
+    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    millis.div_ceil(1000).min(MAX_QUEUE_DELAY_SECS) as i32
+}
 
 #[derive(Clone, Debug)]
 pub struct AwsDispatcher {
@@ -53,7 +63,7 @@ pub(crate) fn entry(
     let entry = SendMessageBatchRequestEntry::builder()
         .id(id.to_string())
         .message_body(body)
-        .delay_seconds(delay.as_secs().min(900) as i32)
+        .delay_seconds(queue_delay_seconds(delay))
         .message_attributes("atom", attribute(&envelope.atom)?)
         .message_attributes("event", attribute(envelope.event.kind())?)
         .message_attributes("instance", attribute(envelope.target.as_str())?)
@@ -151,41 +161,79 @@ impl reanimate_core::ports::Dispatcher for AwsDispatcher {
     }
 
     async fn publish(&self, events: Vec<LifecycleEvent>) -> Result<()> {
-        for chunk in events.chunks(EVENTS_PER_CALL) {
-            let entries = chunk
-                .iter()
-                .map(|event| {
-                    let detail_type = match event.status {
-                        Status::Completed => "Instance Completed",
-                        Status::Failed => "Instance Failed",
-                        Status::Cancelled => "Instance Cancelled",
-                        _ => "Instance Changed",
-                    };
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.config.event_bus)
-                        .source("reanimate")
-                        .detail_type(detail_type)
-                        .resources(event.instance.as_str())
-                        .detail(serde_json::to_string(event).unwrap_or_default())
-                        .build()
-                })
-                .collect();
-            self.counters.count(Service::EventBridge, "PutEvents");
-            let out = self
-                .events
-                .put_events()
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| classify("EventBridge PutEvents", e))?;
-            if out.failed_entry_count > 0 {
-                return Err(Error::retryable(format!(
-                    "EventBridge failed {} of {} lifecycle events",
-                    out.failed_entry_count,
-                    chunk.len()
-                )));
+        let entries: Vec<(PutEventsRequestEntry, usize)> = events
+            .iter()
+            .map(|event| {
+                let detail_type = match event.status {
+                    Status::Completed => "Instance Completed",
+                    Status::Failed => "Instance Failed",
+                    Status::Cancelled => "Instance Cancelled",
+                    _ => "Instance Changed",
+                };
+                let detail = serde_json::to_string(event).unwrap_or_default();
+                // EventBridge sizes an entry by its detail, type, source and resources.
+                let size = detail.len() + detail_type.len() + 64 + event.instance.as_str().len();
+                let entry = PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.config.event_bus)
+                    .source("reanimate")
+                    .detail_type(detail_type)
+                    .resources(event.instance.as_str())
+                    .detail(detail)
+                    .build();
+                (entry, size)
+            })
+            .collect();
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        let mut entries = entries.into_iter().peekable();
+        while let Some((entry, size)) = entries.next() {
+            bytes += size;
+            chunk.push(entry);
+            let full = chunk.len() == EVENTS_PER_CALL
+                || entries
+                    .peek()
+                    .is_some_and(|(_, next)| bytes + next > EVENTS_BYTES);
+            if full || entries.peek().is_none() {
+                self.put_events(std::mem::take(&mut chunk)).await?;
+                bytes = 0;
             }
         }
         Ok(())
+    }
+}
+
+impl AwsDispatcher {
+    async fn put_events(&self, entries: Vec<PutEventsRequestEntry>) -> Result<()> {
+        let count = entries.len();
+        self.counters.count(Service::EventBridge, "PutEvents");
+        let out = self
+            .events
+            .put_events()
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| classify("EventBridge PutEvents", e))?;
+        if out.failed_entry_count > 0 {
+            return Err(Error::retryable(format!(
+                "EventBridge failed {} of {count} lifecycle events",
+                out.failed_entry_count
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_delays_round_up_to_whole_seconds() {
+        let secs = |ms| queue_delay_seconds(Duration::from_millis(ms));
+        assert_eq!(secs(0), 0);
+        assert_eq!(secs(1), 1, "a millisecond's delay is a second, never none");
+        assert_eq!(secs(1_500), 2);
+        assert_eq!(secs(2_000), 2);
+        assert_eq!(secs(10_000_000), 900, "SQS's maximum");
     }
 }

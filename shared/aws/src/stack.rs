@@ -6,13 +6,28 @@ use crate::counters::RequestCounters;
 use crate::dynamo::{DynamoInbox, DynamoStore};
 use crate::messaging::AwsDispatcher;
 use crate::timers::AwsTimers;
-use reanimate_core::ports::SystemClock;
-use reanimate_core::{Registry, Runtime};
+use reanimate_core::ports::Clock;
+use reanimate_core::{Registry, Runtime, Timestamp};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The runtime on AWS.
 pub type AwsRuntime =
-    Runtime<DynamoStore, AwsDispatcher, AwsTimers<SystemClock>, DynamoInbox, SystemClock>;
+    Runtime<DynamoStore, AwsDispatcher, AwsTimers<TokioClock>, DynamoInbox, TokioClock>;
+
+/// The wall clock, waiting on tokio's timers (the executor the Lambda runtime runs on).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now_utc()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
 
 /// The SDK clients, one of each, from the default chain (`AWS_ENDPOINT_URL` points them at an
 /// emulator).
@@ -77,8 +92,8 @@ pub fn runtime(
         clients.scheduler.clone(),
         Arc::clone(&config),
         counters.clone(),
-        SystemClock,
+        TokioClock,
     );
     let deployed: Vec<String> = config.routes.keys().cloned().collect();
-    Runtime::new(registry, store, dispatcher, timers, inbox, SystemClock).with_known_atoms(deployed)
+    Runtime::new(registry, store, dispatcher, timers, inbox, TokioClock).with_known_atoms(deployed)
 }

@@ -11,7 +11,7 @@ use aws_sdk_scheduler::types::{
 };
 use reanimate_core::ids::{FNV_OFFSET_BASIS, fnv1a};
 use reanimate_core::ports::Clock;
-use reanimate_core::{Envelope, Error, MessageId, Result, TimerId, Timestamp};
+use reanimate_core::{Envelope, Error, Event, MessageId, Result, TimerId, Timestamp};
 use std::sync::Arc;
 
 /// A schedule name for a timer: Scheduler allows 64 characters of `[0-9a-zA-Z-_.]`, timer ids
@@ -23,6 +23,17 @@ pub fn schedule_name(timer: &TimerId) -> String {
         fnv1a(FNV_OFFSET_BASIS, bytes),
         fnv1a(FNV_OFFSET_BASIS.rotate_left(32), bytes)
     )
+}
+
+/// Scheduler allows descriptions of 512 characters; a timer id may be longer.
+pub const MAX_DESCRIPTION_CHARS: usize = 512;
+
+/// The schedule's description: the timer id, cut to Scheduler's limit.
+pub fn schedule_description(timer: &TimerId) -> String {
+    format!("reanimate timer {timer}")
+        .chars()
+        .take(MAX_DESCRIPTION_CHARS)
+        .collect()
 }
 
 /// `at(yyyy-mm-ddThh:mm:ss)` in UTC, rounded up to the next second.
@@ -112,7 +123,7 @@ impl<C: Clock> AwsTimers<C> {
             .flexible_time_window(window)
             .target(target)
             .set_action_after_completion(after_completion)
-            .description(format!("reanimate timer {timer}"))
+            .description(schedule_description(timer))
             .send()
             .await;
         tolerate("Scheduler CreateSchedule", result, |e| {
@@ -126,7 +137,9 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
     async fn schedule(&self, timer: &TimerId, at: Timestamp, envelope: Envelope) -> Result<()> {
         let route = self.config.route(&envelope.atom)?;
         let delay = self.clock.now().until(at);
-        if delay <= self.config.max_queue_delay {
+        // Compared in the whole seconds a queue delay is rounded up to.
+        let rounded = std::time::Duration::from_secs(delay.as_millis().div_ceil(1000) as u64);
+        if rounded <= self.config.max_queue_delay {
             let (entry, _) = entry(0, &envelope, delay)?;
             self.counters.count(Service::Sqs, "SendMessage");
             self.sqs
@@ -159,8 +172,12 @@ impl<C: Clock> reanimate_core::ports::TimerService for AwsTimers<C> {
         mut envelope: Envelope,
     ) -> Result<()> {
         let route = self.config.route(&envelope.atom)?;
-        // Scheduler fills in each firing's time, so every firing is a message of its own.
+        // Scheduler fills in each firing's time, so every firing is a message of its own, and
+        // the runtime applies a firing only if it is later than the last one.
         envelope.id = MessageId::for_recurring_firing(timer, SCHEDULED_TIME);
+        if let Event::TimerFired { fired_for, .. } = &mut envelope.event {
+            *fired_for = Some(SCHEDULED_TIME.to_string());
+        }
         // A rate schedule's first firing is one period after its creation: `first`, give or
         // take the time the outbox took to go out.
         self.create_schedule(timer, &route.arn, rate_expression(every)?, &envelope, None)
@@ -202,6 +219,16 @@ mod tests {
         );
         let other = TimerId::new("email-assistant/3.1@7.3").unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(name, schedule_name(&other));
+    }
+
+    #[test]
+    fn descriptions_fit_schedulers_limit_for_the_longest_ids() {
+        let long = TimerId::new("é".repeat(reanimate_core::ids::MAX_ID_BYTES / 2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let description = schedule_description(&long);
+        assert_eq!(description.chars().count(), MAX_DESCRIPTION_CHARS);
+        let short = TimerId::new("t@1.0").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(schedule_description(&short), "reanimate timer t@1.0");
     }
 
     #[test]

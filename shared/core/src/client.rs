@@ -5,7 +5,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::ids::{InstanceId, MessageId, RequestId};
-use crate::ports::{Clock, Dispatcher, Inbox, Outgoing, RequestStatus};
+use crate::ports::{AnswerRecord, Clock, Dispatcher, Inbox, InboxEntry, Outgoing, RequestStatus};
 use crate::schema;
 use serde_json::Value;
 use std::time::Duration;
@@ -42,6 +42,7 @@ pub async fn signal(
     let event = Event::Signal {
         name: name.to_string(),
         payload,
+        seq: None,
     };
     send_one(dispatcher, Envelope::new(message, instance, atom, event)).await
 }
@@ -59,9 +60,13 @@ pub async fn cancel(
     send_one(dispatcher, Envelope::new(message, instance, atom, event)).await
 }
 
-/// Answers a user request: checks it is open and that the answer validates against its schema,
-/// delivers the answer to the instance, then records it in the inbox. A refused answer changes
-/// nothing. Answering twice delivers one message id, so the instance applies it once.
+/// Answers a user request. The inbox decides which answer wins: the answer is checked against the
+/// request's schema, recorded in the inbox with a write conditioned on the request being open and
+/// its deadline not passed, and only then sent to the instance (which applies the answer the inbox
+/// holds). Sending the same answer again (a retried click or CLI call) sends it again, harmlessly;
+/// a different answer to a request already answered lost the race and is refused, as is an answer
+/// after the deadline, to a withdrawn request, or one that does not validate. Refusals are
+/// terminal errors that say which.
 pub async fn answer(
     inbox: &impl Inbox,
     dispatcher: &impl Dispatcher,
@@ -87,12 +92,6 @@ pub async fn answer_with_secrets(
         .get(request)
         .await?
         .ok_or_else(|| Error::terminal(format!("no request {request} in the inbox")))?;
-    if entry.status != RequestStatus::Open {
-        return Err(Error::terminal(format!(
-            "request {request} is {:?}, no longer open",
-            entry.status
-        )));
-    }
     schema::validate_answer(&entry.request.schema, &answer)?;
     let answer = match secrets {
         Some(store) => {
@@ -105,17 +104,63 @@ pub async fn answer_with_secrets(
         }
         None => answer,
     };
+    let (instance, atom) = (entry.request.instance.clone(), entry.request.atom.clone());
+    let now = clock.now();
+    let refused = match entry.status {
+        RequestStatus::Open => match inbox.record_answer(request, answer.clone(), now).await? {
+            AnswerRecord::Recorded => None,
+            AnswerRecord::Refused(entry) => Some(*entry),
+            AnswerRecord::Missing => {
+                return Err(Error::terminal(format!(
+                    "no request {request} in the inbox"
+                )));
+            }
+        },
+        _ => Some(entry),
+    };
+    if let Some(entry) = refused {
+        already_recorded(&entry, &answer, now)?;
+    }
     let event = Event::UserAnswered {
         request: request.clone(),
-        answer: answer.clone(),
+        answer,
     };
-    let envelope = Envelope::new(
-        MessageId::for_answer(request),
-        entry.request.instance,
-        entry.request.atom,
-        event,
-    );
-    send_one(dispatcher, envelope).await?;
-    inbox.record_answer(request, answer, clock.now()).await?;
-    Ok(())
+    let envelope = Envelope::new(MessageId::for_answer(request), instance, atom, event);
+    send_one(dispatcher, envelope).await
+}
+
+/// A request that did not take this answer: fine if it already holds this very answer (a retry,
+/// which sends it again), else a terminal error saying why.
+fn already_recorded(entry: &InboxEntry, answer: &Value, now: crate::time::Timestamp) -> Result<()> {
+    let request = &entry.request.id;
+    match entry.status {
+        RequestStatus::Answered if entry.answer.as_ref() == Some(answer) => Ok(()),
+        RequestStatus::Answered => Err(Error::terminal(format!(
+            "request {request} was already answered with another answer, which won; this answer was not applied"
+        ))),
+        RequestStatus::Expired => Err(Error::terminal(format!(
+            "request {request} expired{}; the answer came too late",
+            deadline_text(entry)
+        ))),
+        RequestStatus::Withdrawn => Err(Error::terminal(format!(
+            "request {request} was withdrawn: its instance no longer waits for it"
+        ))),
+        RequestStatus::Open if entry.request.deadline.is_some_and(|d| d <= now) => {
+            Err(Error::terminal(format!(
+                "request {request} is past its deadline{}; the answer came too late",
+                deadline_text(entry)
+            )))
+        }
+        RequestStatus::Open => Err(Error::retryable(format!(
+            "request {request} is open but did not take the answer; try again"
+        ))),
+    }
+}
+
+fn deadline_text(entry: &InboxEntry) -> String {
+    entry
+        .request
+        .deadline
+        .map(|d| format!(" at {d}"))
+        .unwrap_or_default()
 }

@@ -5,7 +5,6 @@ use crate::event::Event;
 use crate::ids::{InstanceId, MessageId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::io;
 
 /// The envelope format this runtime writes. Readers accept this version only and reject others
 /// with a clear reason rather than guessing.
@@ -27,6 +26,14 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender: Option<InstanceId>,
     pub event: Event,
+    /// How many times this message was put back on its queue with a delay rather than failed
+    /// (its instance was too contended, or a timer arrived early). Bounded by the runtime.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferrals: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Envelope {
@@ -38,6 +45,7 @@ impl Envelope {
             atom: atom.into(),
             sender: None,
             event,
+            deferrals: 0,
         }
     }
 
@@ -59,8 +67,8 @@ impl Envelope {
         self
     }
 
-    /// Parses a queue body. Anything that is not a valid envelope of the supported schema is a
-    /// terminal error naming what is wrong.
+    /// Parses a queue body. Anything that is not a valid envelope of the supported schema, or
+    /// whose ids are not valid, is a terminal error naming what is wrong.
     pub fn from_json(body: &str) -> Result<Self> {
         #[derive(Deserialize)]
         struct SchemaOnly {
@@ -77,12 +85,29 @@ impl Envelope {
             }
             None => return Err(Error::terminal("envelope has no \"schema\" field")),
         }
-        serde_json::from_str(body).map_err(|e| Error::terminal(format!("malformed envelope: {e}")))
+        let envelope: Self = serde_json::from_str(body)
+            .map_err(|e| Error::terminal(format!("malformed envelope: {e}")))?;
+        envelope.check_ids()?;
+        Ok(envelope)
     }
 
+    /// Checks the ids of an envelope that arrived from outside (serde does not validate them).
+    pub fn check_ids(&self) -> Result<()> {
+        use crate::ids::MAX_DERIVED_ID_BYTES;
+        // Runtime-derived ids carry suffixes beyond an instance id's length.
+        let message_limit = MAX_DERIVED_ID_BYTES + 64;
+        self.id.check(message_limit)?;
+        self.target.check(MAX_DERIVED_ID_BYTES)?;
+        if let Some(sender) = &self.sender {
+            sender.check(MAX_DERIVED_ID_BYTES)?;
+        }
+        Ok(())
+    }
+
+    /// The JSON body of this envelope: characters SQS refuses are escaped, so it can always be
+    /// sent (see [`crate::text`]).
     pub fn to_json(&self) -> String {
-        // Serializing plain data with string keys cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        crate::text::to_json(self)
     }
 
     /// The size of [`Envelope::to_json`] without building the string.
@@ -104,21 +129,9 @@ impl Envelope {
     }
 }
 
-/// Counts the bytes of a value's JSON encoding.
+/// Counts the bytes of a value's JSON encoding, as it is sent ([`crate::text::to_json`]).
 pub(crate) fn encoded_len(value: &impl Serialize) -> usize {
-    struct Counter(usize);
-    impl io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
+    crate::text::json_len(value)
 }
 
 #[cfg(test)]

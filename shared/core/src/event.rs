@@ -48,7 +48,14 @@ pub enum Event {
         payload: Value,
     },
     /// A timer fired. Ignored unless `timer` is the arming still pending under `name`.
-    TimerFired { name: String, timer: TimerId },
+    TimerFired {
+        name: String,
+        timer: TimerId,
+        /// For a recurring timer: the firing's scheduled time (`YYYY-MM-DDTHH:MM:SSZ`), filled in
+        /// by the timer service. A firing is applied only if it is later than the last one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fired_for: Option<String>,
+    },
     /// The user answered a request.
     UserAnswered { request: RequestId, answer: Value },
     /// A named signal from another instance or from outside.
@@ -56,6 +63,10 @@ pub enum Event {
         name: String,
         #[serde(default)]
         payload: Value,
+        /// Set by the runtime on signals between instances: counts from 0 per (sender, target), so
+        /// the target applies each one once however late a copy arrives.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// Cancel this instance and everything it started.
     CancelRequested {

@@ -10,6 +10,14 @@ use std::fmt;
 /// Longest id accepted from outside. DynamoDB keys allow 2048 bytes; child ids grow with depth.
 pub const MAX_ID_BYTES: usize = 1024;
 
+/// Longest id the runtime derives (a child's id grows with the depth of its tree): what still
+/// fits a DynamoDB key (2,048 bytes) with room for the suffixes of the ids derived from it.
+pub const MAX_DERIVED_ID_BYTES: usize = 1_900;
+
+/// The separators of derived ids (`{parent}/{v}.{i}`, `{instance}@{v}.{i}`, `{instance}?{v}.{i}`):
+/// a root id may not contain them, so it can never take the shape of a derived one.
+pub const RESERVED_ID_CHARS: [char; 3] = ['/', '@', '?'];
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -18,11 +26,17 @@ macro_rules! string_id {
         pub struct $name(String);
 
         impl $name {
-            /// Accepts any non-empty printable id of at most [`MAX_ID_BYTES`] bytes.
+            /// Accepts any non-empty id of at most [`MAX_ID_BYTES`] bytes without control
+            /// characters or characters SQS refuses.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
-                validate(stringify!($name), &id)?;
+                validate(stringify!($name), &id, MAX_ID_BYTES)?;
                 Ok(Self(id))
+            }
+
+            /// Checks an id that arrived on the wire (deserialised without validation).
+            pub fn check(&self, limit: usize) -> Result<()> {
+                validate(stringify!($name), &self.0, limit)
             }
 
             pub fn as_str(&self) -> &str {
@@ -62,22 +76,60 @@ string_id!(
     RequestId
 );
 
-fn validate(what: &str, id: &str) -> Result<()> {
+fn validate(what: &str, id: &str, limit: usize) -> Result<()> {
     if id.is_empty() {
         return Err(Error::terminal(format!("{what} must not be empty")));
     }
-    if id.len() > MAX_ID_BYTES {
+    if id.len() > limit {
         return Err(Error::terminal(format!(
-            "{what} is {} bytes, longer than the {MAX_ID_BYTES}-byte limit",
+            "{what} is {} bytes, longer than the {limit}-byte limit",
             id.len()
         )));
     }
-    if id.chars().any(char::is_control) {
+    if let Some(c) = id
+        .chars()
+        .find(|c| c.is_control() || !crate::text::sqs_accepts(*c))
+    {
         return Err(Error::terminal(format!(
-            "{what} {id:?} contains control characters"
+            "{what} {id:?} contains the character U+{:04X}, which ids may not hold",
+            u32::from(c)
         )));
     }
     Ok(())
+}
+
+impl InstanceId {
+    /// An id for a root instance (one a client starts): a valid id without the separators of
+    /// derived ids ([`RESERVED_ID_CHARS`]), so no root can collide with a child's id.
+    pub fn root(id: impl Into<String>) -> Result<Self> {
+        let id = Self::new(id)?;
+        id.check_root()?;
+        Ok(id)
+    }
+
+    /// Errors unless this id has the shape of a root's.
+    pub fn check_root(&self) -> Result<()> {
+        match self.0.chars().find(|c| RESERVED_ID_CHARS.contains(c)) {
+            Some(c) => Err(Error::terminal(format!(
+                "root instance id {:?} contains {c:?}; '/', '@' and '?' are reserved for the ids the runtime derives",
+                self.0
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// True when this id is one `parent` derived for a child: `{parent}/{version}.{index}`.
+    pub fn is_child_of(&self, parent: &InstanceId) -> bool {
+        self.0
+            .strip_prefix(parent.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|slot| slot.split_once('.'))
+            .is_some_and(|(version, index)| is_number(version) && is_number(index))
+    }
+}
+
+fn is_number(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Where a command sits: the instance that issued it, the version its step produces, its index.
@@ -149,10 +201,36 @@ mod tests {
         assert!(InstanceId::new("").is_err());
         assert!(InstanceId::new("a\nb").is_err());
         assert!(InstanceId::new("x".repeat(MAX_ID_BYTES + 1)).is_err());
+        let err = InstanceId::new("a\u{fffe}b").unwrap_err();
+        assert!(err.reason.contains("U+FFFE"), "{err}");
         assert_eq!(
             InstanceId::new("order-42").map(|i| i.to_string()).ok(),
             Some("order-42".into())
         );
+    }
+
+    #[test]
+    fn root_ids_cannot_take_the_shape_of_derived_ids() {
+        for bad in ["p/3.1", "p@3.1", "p?3.1"] {
+            let err = InstanceId::root(bad).unwrap_err();
+            assert!(err.reason.contains("reserved"), "{err}");
+            assert!(
+                InstanceId::new(bad).is_ok(),
+                "any id may still be looked up"
+            );
+        }
+        let parent = InstanceId::root("p").unwrap_or_else(|e| panic!("{e}"));
+        let child = CommandSlot {
+            instance: &parent,
+            version: 3,
+            index: 1,
+        }
+        .child();
+        assert!(child.is_child_of(&parent));
+        for not in ["p/3", "p/x.1", "q/3.1", "p/3.1/4.0", "p3.1"] {
+            let id = InstanceId::new(not).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!id.is_child_of(&parent), "{not}");
+        }
     }
 
     #[test]

@@ -18,21 +18,23 @@ pub mod ids;
 pub mod memory;
 pub mod playbook;
 pub mod ports;
+pub mod random;
 pub mod record;
 pub mod runtime;
 pub mod schema;
 pub mod secrets;
 pub mod sim;
+pub mod text;
 pub mod time;
 
-pub use activity::{Activities, Activity, BoxFuture};
+pub use activity::{Activities, Activity, BoxFuture, CallInfo};
 pub use atom::{Ask, Atom, Context, InstanceRef, Registry, Step};
 pub use envelope::Envelope;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{AtomEvent, Event};
 pub use ids::{InstanceId, MessageId, RequestId, TimerId};
 pub use record::{InstanceRecord, Status};
-pub use runtime::{Disposition, Runtime, Transition};
+pub use runtime::{Delivery, Disposition, Runtime, SweepReport, Transition};
 pub use time::Timestamp;
 
 /// The README's examples, compiled and run as doc tests so they stay true.

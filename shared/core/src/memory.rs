@@ -1,16 +1,20 @@
 //! In-memory implementations of every port, sharing one virtual clock. Used by unit tests, the
 //! simulation, the benchmark and the demo. Each handle is cheap to clone and shares its state.
 //!
-//! When yield points are enabled every port call returns `Pending` once before completing, so a
-//! driver polling several handlers can interleave them at every await, like concurrent Lambdas.
+//! Every port built from one [`Hazards`] can be made to misbehave like the real services: with
+//! yield points on, each call returns `Pending` before and after its effect, so a driver polling
+//! several handlers interleaves them at every await and can stop a process at any of them (before
+//! the effect, or after it with the reply lost); with port faults on, a call fails with a retryable
+//! error before its effect, and a save may take effect and still report a failure.
 
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::ids::{InstanceId, MessageId, RequestId, TimerId};
 use crate::ports::{
-    Clock, Dispatcher, Inbox, InboxEntry, InstanceStore, Outgoing, RequestStatus, SaveOutcome,
-    TimerService,
+    AnswerRecord, Clock, Dispatcher, Inbox, InboxEntry, InstanceStore, Outgoing, RequestStatus,
+    SaveOutcome, TimerService,
 };
+use crate::random::SplitMix64;
 use crate::record::{InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
 use crate::time::Timestamp;
 use serde_json::Value;
@@ -26,17 +30,80 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Turns yield points on or off for every port built from it.
+/// What the ports built from it inject: yield points and port faults (see the module docs).
 #[derive(Clone, Debug, Default)]
-pub struct YieldPoints(Arc<AtomicBool>);
+pub struct Hazards {
+    yields: Arc<AtomicBool>,
+    faults: Arc<Mutex<PortFaults>>,
+}
 
-impl YieldPoints {
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
+#[derive(Debug, Default)]
+struct PortFaults {
+    rng: SplitMix64,
+    /// Probability that a call fails before its effect.
+    failure: f64,
+    /// Probability that a save takes effect and reports a failure.
+    ambiguous_save: f64,
+    failures: u64,
+    ambiguous: u64,
+}
+
+/// How many faults the ports injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HazardStats {
+    pub failures: u64,
+    pub ambiguous_saves: u64,
+}
+
+impl Hazards {
+    /// Turns yield points on or off.
+    pub fn set_yields(&self, on: bool) {
+        self.yields.store(on, Ordering::Relaxed);
+    }
+
+    /// Port faults, from a seeded generator so runs replay.
+    pub fn set_faults(&self, seed: u64, failure: f64, ambiguous_save: f64) {
+        let mut faults = lock(&self.faults);
+        faults.rng = SplitMix64::new(seed);
+        faults.failure = failure;
+        faults.ambiguous_save = ambiguous_save;
+    }
+
+    pub fn stats(&self) -> HazardStats {
+        let faults = lock(&self.faults);
+        HazardStats {
+            failures: faults.failures,
+            ambiguous_saves: faults.ambiguous,
+        }
     }
 
     fn point(&self) -> YieldOnce {
-        YieldOnce(!self.0.load(Ordering::Relaxed))
+        YieldOnce(!self.yields.load(Ordering::Relaxed))
+    }
+
+    /// Before a port call's effect: a yield point, then perhaps an injected failure.
+    async fn enter(&self, call: &str) -> Result<()> {
+        self.point().await;
+        let mut faults = lock(&self.faults);
+        let failure = faults.failure;
+        if faults.rng.chance(failure) {
+            faults.failures += 1;
+            return Err(Error::retryable(format!("injected fault: {call} failed")));
+        }
+        Ok(())
+    }
+
+    /// After a port call's effect: a yield point (a process stopped here loses only the reply).
+    async fn leave(&self) {
+        self.point().await;
+    }
+
+    fn ambiguous_save(&self) -> bool {
+        let mut faults = lock(&self.faults);
+        let p = faults.ambiguous_save;
+        let hit = faults.rng.chance(p);
+        faults.ambiguous += u64::from(hit);
+        hit
     }
 }
 
@@ -55,25 +122,91 @@ impl Future for YieldOnce {
     }
 }
 
-/// A clock that moves only when told to.
+/// A clock that moves only when told to. Its sleeps end when it is moved past them; a driver
+/// sees how many are asleep and until when ([`VirtualClock::sleepers`]).
 #[derive(Clone, Debug, Default)]
-pub struct VirtualClock(Arc<AtomicU64>);
+pub struct VirtualClock {
+    now: Arc<AtomicU64>,
+    sleepers: Arc<Mutex<Sleepers>>,
+}
+
+#[derive(Debug, Default)]
+struct Sleepers {
+    next_id: u64,
+    wakes: BTreeMap<u64, Timestamp>,
+}
 
 impl VirtualClock {
     pub fn starting_at(t: Timestamp) -> Self {
-        Self(Arc::new(AtomicU64::new(t.as_millis())))
+        let clock = Self::default();
+        clock.now.store(t.as_millis(), Ordering::Relaxed);
+        clock
     }
     pub fn advance_to(&self, t: Timestamp) {
-        self.0.fetch_max(t.as_millis(), Ordering::Relaxed);
+        self.now.fetch_max(t.as_millis(), Ordering::Relaxed);
     }
     pub fn advance(&self, d: Duration) {
         self.advance_to(self.now().plus(d));
+    }
+
+    /// How many sleeps are waiting, and the earliest time one ends.
+    pub fn sleepers(&self) -> (usize, Option<Timestamp>) {
+        let sleepers = lock(&self.sleepers);
+        (sleepers.wakes.len(), sleepers.wakes.values().min().copied())
     }
 }
 
 impl Clock for VirtualClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.0.load(Ordering::Relaxed))
+        Timestamp(self.now.load(Ordering::Relaxed))
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        VirtualSleep {
+            until: self.now().plus(duration),
+            clock: self.clone(),
+            id: None,
+        }
+    }
+}
+
+struct VirtualSleep {
+    clock: VirtualClock,
+    until: Timestamp,
+    /// Registered among the clock's sleepers while pending.
+    id: Option<u64>,
+}
+
+impl VirtualSleep {
+    fn unregister(&mut self) {
+        if let Some(id) = self.id.take() {
+            lock(&self.clock.sleepers).wakes.remove(&id);
+        }
+    }
+}
+
+impl Future for VirtualSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.clock.now() >= self.until {
+            self.unregister();
+            return Poll::Ready(());
+        }
+        if self.id.is_none() {
+            let mut sleepers = lock(&self.clock.sleepers);
+            let id = sleepers.next_id;
+            sleepers.next_id += 1;
+            sleepers.wakes.insert(id, self.until);
+            drop(sleepers);
+            self.id = Some(id);
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for VirtualSleep {
+    fn drop(&mut self) {
+        self.unregister();
     }
 }
 
@@ -88,14 +221,16 @@ pub struct StoreStats {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     records: Arc<Mutex<HashMap<InstanceId, InstanceRecord>>>,
+    /// Records marked as having an unsent outbox: id → (version, since).
+    pending: Arc<Mutex<BTreeMap<InstanceId, (u64, Timestamp)>>>,
     stats: Arc<Mutex<StoreStats>>,
-    yields: YieldPoints,
+    hazards: Hazards,
 }
 
 impl MemoryStore {
-    pub fn new(yields: YieldPoints) -> Self {
+    pub fn new(hazards: Hazards) -> Self {
         Self {
-            yields,
+            hazards,
             ..Self::default()
         }
     }
@@ -111,27 +246,97 @@ impl MemoryStore {
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
     }
+    /// Ids of the records marked as having an unsent outbox.
+    pub fn marked(&self) -> Vec<InstanceId> {
+        lock(&self.pending).keys().cloned().collect()
+    }
 }
 
 impl InstanceStore for MemoryStore {
     async fn load(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
-        self.yields.point().await;
+        self.hazards.enter("store load").await?;
         lock(&self.stats).loads += 1;
-        Ok(lock(&self.records).get(id).cloned())
+        let record = lock(&self.records).get(id).cloned();
+        self.hazards.leave().await;
+        Ok(record)
     }
 
     async fn save(&self, record: InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
-        self.yields.point().await;
-        let mut records = lock(&self.records);
-        let stored = records.get(&record.id).map(|r| r.version);
-        if stored != expected {
-            lock(&self.stats).conflicts += 1;
-            let current = records.get(&record.id).cloned().map(Box::new);
-            return Ok(SaveOutcome::Conflict { current });
+        self.hazards.enter("store save").await?;
+        let outcome = {
+            let mut records = lock(&self.records);
+            let stored = records.get(&record.id).map(|r| r.version);
+            if stored != expected {
+                lock(&self.stats).conflicts += 1;
+                let current = records.get(&record.id).cloned().map(Box::new);
+                SaveOutcome::Conflict { current }
+            } else {
+                lock(&self.stats).saves += 1;
+                lock(&self.pending).remove(&record.id);
+                records.insert(record.id.clone(), record);
+                SaveOutcome::Saved
+            }
+        };
+        if matches!(outcome, SaveOutcome::Saved) && self.hazards.ambiguous_save() {
+            return Err(Error::retryable(
+                "injected fault: the save happened but its reply was lost",
+            ));
         }
-        lock(&self.stats).saves += 1;
-        records.insert(record.id.clone(), record);
-        Ok(SaveOutcome::Saved)
+        self.hazards.leave().await;
+        Ok(outcome)
+    }
+
+    async fn mark_outbox_pending(
+        &self,
+        id: &InstanceId,
+        version: u64,
+        since: Timestamp,
+    ) -> Result<()> {
+        self.hazards.enter("store mark").await?;
+        if lock(&self.records)
+            .get(id)
+            .is_some_and(|r| r.version == version)
+        {
+            lock(&self.pending)
+                .entry(id.clone())
+                .or_insert((version, since));
+        }
+        self.hazards.leave().await;
+        Ok(())
+    }
+
+    async fn pending_outboxes(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(InstanceId, u64)>> {
+        self.hazards.enter("store query").await?;
+        let mut marked: Vec<_> = lock(&self.pending)
+            .iter()
+            .filter(|(_, (_, since))| *since <= before)
+            .map(|(id, (version, since))| (*since, id.clone(), *version))
+            .collect();
+        marked.sort();
+        self.hazards.leave().await;
+        Ok(marked
+            .into_iter()
+            .take(limit)
+            .map(|(_, id, version)| (id, version))
+            .collect())
+    }
+
+    async fn clear_outbox(&self, id: &InstanceId, version: u64) -> Result<bool> {
+        self.hazards.enter("store clear").await?;
+        let cleared = match lock(&self.records).get_mut(id) {
+            Some(record) if record.version == version => {
+                record.outbox.clear();
+                lock(&self.pending).remove(id);
+                true
+            }
+            _ => false,
+        };
+        self.hazards.leave().await;
+        Ok(cleared)
     }
 }
 
@@ -170,15 +375,15 @@ struct QueueState {
 pub struct MemoryQueue {
     state: Arc<Mutex<QueueState>>,
     clock: VirtualClock,
-    yields: YieldPoints,
+    hazards: Hazards,
 }
 
 impl MemoryQueue {
-    pub fn new(clock: VirtualClock, yields: YieldPoints) -> Self {
+    pub fn new(clock: VirtualClock, hazards: Hazards) -> Self {
         Self {
             state: Arc::default(),
             clock,
-            yields,
+            hazards,
         }
     }
 
@@ -285,26 +490,30 @@ impl QueueState {
 
 impl Dispatcher for MemoryQueue {
     async fn send(&self, batch: Vec<Outgoing>) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("queue send").await?;
         let now = self.clock.now();
-        let mut state = lock(&self.state);
-        if state.failing_sends > 0 {
-            state.failing_sends -= 1;
-            return Err(Error::retryable(
-                "injected fault: the process died before sending its outbox",
-            ));
+        {
+            let mut state = lock(&self.state);
+            if state.failing_sends > 0 {
+                state.failing_sends -= 1;
+                return Err(Error::retryable(
+                    "injected fault: the process died before sending its outbox",
+                ));
+            }
+            state.sends += 1;
+            for Outgoing { envelope, delay } in batch {
+                state.messages += 1;
+                state.push_with_faults(envelope, now.plus(delay));
+            }
         }
-        state.sends += 1;
-        for Outgoing { envelope, delay } in batch {
-            state.messages += 1;
-            state.push_with_faults(envelope, now.plus(delay));
-        }
+        self.hazards.leave().await;
         Ok(())
     }
 
     async fn publish(&self, events: Vec<LifecycleEvent>) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("event bus publish").await?;
         lock(&self.state).published.extend(events);
+        self.hazards.leave().await;
         Ok(())
     }
 }
@@ -316,13 +525,15 @@ pub struct MemoryTimers {
     /// Periods of the recurring timers among `armed`.
     recurring: Arc<Mutex<BTreeMap<TimerId, Duration>>>,
     stats: Arc<Mutex<(u64, u64)>>,
-    yields: YieldPoints,
+    clock: VirtualClock,
+    hazards: Hazards,
 }
 
 impl MemoryTimers {
-    pub fn new(yields: YieldPoints) -> Self {
+    pub fn new(clock: VirtualClock, hazards: Hazards) -> Self {
         Self {
-            yields,
+            clock,
+            hazards,
             ..Self::default()
         }
     }
@@ -342,9 +553,14 @@ impl MemoryTimers {
                 continue;
             };
             if let Some(every) = recurring.get(&id) {
-                // Re-arm, and give this firing its own message id, as Scheduler would.
+                // Re-arm, and give this firing its own message id and scheduled time, as
+                // Scheduler fills them in.
                 armed.insert(id.clone(), (at.plus(*every), envelope.clone()));
-                envelope.id = MessageId::for_recurring_firing(&id, &at.to_string());
+                let scheduled = at.to_string();
+                envelope.id = MessageId::for_recurring_firing(&id, &scheduled);
+                if let crate::event::Event::TimerFired { fired_for, .. } = &mut envelope.event {
+                    *fired_for = Some(scheduled);
+                }
             }
             fired.push((at, envelope));
         }
@@ -360,6 +576,20 @@ impl MemoryTimers {
         lock(&self.armed).len()
     }
 
+    /// Every armed timer: its id, the instance it fires at, and the timer's name.
+    pub fn armed_timers(&self) -> Vec<(TimerId, InstanceId, String)> {
+        lock(&self.armed)
+            .iter()
+            .map(|(id, (_, envelope))| {
+                let name = match &envelope.event {
+                    crate::event::Event::TimerFired { name, .. } => name.clone(),
+                    other => other.kind().to_string(),
+                };
+                (id.clone(), envelope.target.clone(), name)
+            })
+            .collect()
+    }
+
     /// (schedules, cancels).
     pub fn stats(&self) -> (u64, u64) {
         *lock(&self.stats)
@@ -368,11 +598,12 @@ impl MemoryTimers {
 
 impl TimerService for MemoryTimers {
     async fn schedule(&self, timer: &TimerId, at: Timestamp, envelope: Envelope) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("timer schedule").await?;
         lock(&self.stats).0 += 1;
         lock(&self.armed)
             .entry(timer.clone())
             .or_insert((at, envelope));
+        self.hazards.leave().await;
         Ok(())
     }
 
@@ -383,21 +614,29 @@ impl TimerService for MemoryTimers {
         every: Duration,
         envelope: Envelope,
     ) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("timer schedule").await?;
         lock(&self.stats).0 += 1;
-        let mut armed = lock(&self.armed);
-        if !armed.contains_key(timer) {
-            armed.insert(timer.clone(), (first, envelope));
-            lock(&self.recurring).insert(timer.clone(), every);
+        // As Scheduler's rate(): the first firing is a period after the schedule is created, so a
+        // schedule created late (an outbox sent again) never fires for times already past.
+        let now = self.clock.now();
+        let first = if first <= now { now.plus(every) } else { first };
+        {
+            let mut armed = lock(&self.armed);
+            if !armed.contains_key(timer) {
+                armed.insert(timer.clone(), (first, envelope));
+                lock(&self.recurring).insert(timer.clone(), every);
+            }
         }
+        self.hazards.leave().await;
         Ok(())
     }
 
     async fn cancel(&self, timer: &TimerId) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("timer cancel").await?;
         lock(&self.stats).1 += 1;
         lock(&self.armed).remove(timer);
         lock(&self.recurring).remove(timer);
+        self.hazards.leave().await;
         Ok(())
     }
 }
@@ -405,13 +644,13 @@ impl TimerService for MemoryTimers {
 #[derive(Clone, Debug, Default)]
 pub struct MemoryInbox {
     entries: Arc<Mutex<BTreeMap<RequestId, InboxEntry>>>,
-    yields: YieldPoints,
+    hazards: Hazards,
 }
 
 impl MemoryInbox {
-    pub fn new(yields: YieldPoints) -> Self {
+    pub fn new(hazards: Hazards) -> Self {
         Self {
-            yields,
+            hazards,
             ..Self::default()
         }
     }
@@ -423,7 +662,7 @@ impl MemoryInbox {
 
 impl Inbox for MemoryInbox {
     async fn open(&self, request: UserRequest) -> Result<()> {
-        self.yields.point().await;
+        self.hazards.enter("inbox open").await?;
         let at = request.created_at;
         lock(&self.entries)
             .entry(request.id.clone())
@@ -431,47 +670,88 @@ impl Inbox for MemoryInbox {
                 request,
                 status: RequestStatus::Open,
                 answer: None,
+                applied_at: None,
                 updated_at: at,
             });
+        self.hazards.leave().await;
         Ok(())
     }
 
-    async fn record_answer(&self, id: &RequestId, answer: Value, at: Timestamp) -> Result<bool> {
-        self.yields.point().await;
-        let mut entries = lock(&self.entries);
-        match entries.get_mut(id) {
-            // The runtime may have closed it as answered before the client got here.
+    async fn record_answer(
+        &self,
+        id: &RequestId,
+        answer: Value,
+        at: Timestamp,
+    ) -> Result<AnswerRecord> {
+        self.hazards.enter("inbox answer").await?;
+        let record = match lock(&self.entries).get_mut(id) {
+            None => AnswerRecord::Missing,
             Some(entry)
                 if entry.status == RequestStatus::Open
-                    || (entry.status == RequestStatus::Answered && entry.answer.is_none()) =>
+                    && entry.request.deadline.is_none_or(|deadline| at < deadline) =>
             {
                 entry.status = RequestStatus::Answered;
                 entry.answer = Some(answer);
                 entry.updated_at = at;
-                Ok(true)
+                AnswerRecord::Recorded
             }
-            _ => Ok(false),
-        }
+            Some(entry) => AnswerRecord::Refused(Box::new(entry.clone())),
+        };
+        self.hazards.leave().await;
+        Ok(record)
+    }
+
+    async fn expire(&self, id: &RequestId, at: Timestamp) -> Result<Option<Value>> {
+        self.hazards.enter("inbox expire").await?;
+        let answer = match lock(&self.entries).get_mut(id) {
+            Some(entry) if entry.status == RequestStatus::Open => {
+                entry.status = RequestStatus::Expired;
+                entry.updated_at = at;
+                None
+            }
+            Some(entry) if entry.status == RequestStatus::Answered => entry.answer.clone(),
+            _ => None,
+        };
+        self.hazards.leave().await;
+        Ok(answer)
     }
 
     async fn close(&self, id: &RequestId, outcome: RequestOutcome, at: Timestamp) -> Result<()> {
-        self.yields.point().await;
-        if let Some(entry) = lock(&self.entries).get_mut(id)
-            && entry.status == RequestStatus::Open
-        {
-            entry.status = outcome.into();
-            entry.updated_at = at;
+        self.hazards.enter("inbox close").await?;
+        if let Some(entry) = lock(&self.entries).get_mut(id) {
+            let open = entry.status == RequestStatus::Open;
+            let answered_unapplied =
+                entry.status == RequestStatus::Answered && entry.applied_at.is_none();
+            match outcome {
+                RequestOutcome::Answered if open || answered_unapplied => {
+                    entry.status = RequestStatus::Answered;
+                    entry.applied_at = Some(at);
+                    entry.updated_at = at;
+                }
+                RequestOutcome::Withdrawn if open || answered_unapplied => {
+                    entry.status = RequestStatus::Withdrawn;
+                    entry.updated_at = at;
+                }
+                RequestOutcome::Expired if open => {
+                    entry.status = RequestStatus::Expired;
+                    entry.updated_at = at;
+                }
+                _ => {}
+            }
         }
+        self.hazards.leave().await;
         Ok(())
     }
 
     async fn get(&self, id: &RequestId) -> Result<Option<InboxEntry>> {
-        self.yields.point().await;
-        Ok(lock(&self.entries).get(id).cloned())
+        self.hazards.enter("inbox get").await?;
+        let entry = lock(&self.entries).get(id).cloned();
+        self.hazards.leave().await;
+        Ok(entry)
     }
 
     async fn list_open(&self) -> Result<Vec<InboxEntry>> {
-        self.yields.point().await;
+        self.hazards.enter("inbox list").await?;
         let mut open: Vec<_> = lock(&self.entries)
             .values()
             .filter(|e| e.status == RequestStatus::Open)
@@ -480,6 +760,7 @@ impl Inbox for MemoryInbox {
         open.sort_by(|a, b| {
             (a.request.created_at, &a.request.id).cmp(&(b.request.created_at, &b.request.id))
         });
+        self.hazards.leave().await;
         Ok(open)
     }
 }

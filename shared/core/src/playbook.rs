@@ -19,7 +19,7 @@
 //! [`Context::decide`]: crate::Context::decide
 //! [`Context::generate`]: crate::Context::generate
 
-use crate::activity::{Activities, Activity, BoxFuture};
+use crate::activity::{Activities, Activity, BoxFuture, CallInfo};
 use crate::atom::Context;
 use crate::error::{Error, Result};
 use crate::schema;
@@ -442,7 +442,7 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, input: Value) -> Result<T>
 }
 
 impl Activity for DecideActivity {
-    fn run<'a>(&'a self, input: Value) -> BoxFuture<'a, Result<Value>> {
+    fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let decision: Decision = decode("decision", input)?;
             if decision.steps.is_empty() {
@@ -463,7 +463,7 @@ impl Activity for DecideActivity {
 }
 
 impl Activity for GenerateActivity {
-    fn run<'a>(&'a self, input: Value) -> BoxFuture<'a, Result<Value>> {
+    fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let generation: Generation = decode("generation", input)?;
             schema::check_schema(&generation.output_schema)?;

@@ -30,12 +30,38 @@ pub trait InstanceStore: Send + Sync {
     /// A strongly consistent read.
     fn load(&self, id: &InstanceId) -> impl Future<Output = Result<Option<InstanceRecord>>> + Send;
 
-    /// Writes `record` only if the stored version is `expected` (`None`: only if absent).
+    /// Writes `record` only if the stored version is `expected` (`None`: only if absent). The
+    /// write replaces the whole record, so it also clears a pending-outbox mark.
     fn save(
         &self,
         record: InstanceRecord,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<SaveOutcome>> + Send;
+
+    /// Marks version `version` of `id` as having an outbox that could not be sent, so the
+    /// sweeper finds it; does nothing if the record has moved on.
+    fn mark_outbox_pending(
+        &self,
+        id: &InstanceId,
+        version: u64,
+        since: Timestamp,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records marked as having an unsent outbox since before `before`, oldest first, at most
+    /// `limit`: (id, version marked).
+    fn pending_outboxes(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(InstanceId, u64)>>> + Send;
+
+    /// Drops the outbox of version `version` of `id` and its mark, once it has been sent; false if
+    /// the record has moved on (its successor took the outbox over).
+    fn clear_outbox(
+        &self,
+        id: &InstanceId,
+        version: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// A message to send, possibly after a delay.
@@ -101,23 +127,49 @@ impl From<RequestOutcome> for RequestStatus {
 pub struct InboxEntry {
     pub request: UserRequest,
     pub status: RequestStatus,
+    /// The answer that won: recorded before it was sent to the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Value>,
+    /// When the instance applied the answer (answered requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Timestamp>,
     pub updated_at: Timestamp,
 }
 
-/// The user's inbox of questions.
+/// What became of an attempt to record an answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnswerRecord {
+    /// This answer won: the request was open and its deadline had not passed.
+    Recorded,
+    /// The request was not open (answered by someone else, expired, withdrawn) or its deadline
+    /// had passed; the entry as it is now.
+    Refused(Box<InboxEntry>),
+    /// No such request.
+    Missing,
+}
+
+/// The user's inbox of questions. It decides which of an answer and a deadline wins: whichever
+/// conditional write reaches an open request first.
 pub trait Inbox: Send + Sync {
     /// Adds an open request; a request already present (any status) is left as it is.
     fn open(&self, request: UserRequest) -> impl Future<Output = Result<()>> + Send;
-    /// Records the user's answer if the request is still open; false if it was not.
+    /// Records the user's answer if the request is open and its deadline is after `at`.
     fn record_answer(
         &self,
         id: &RequestId,
         answer: Value,
         at: Timestamp,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    /// Closes a request; an already closed request keeps its first outcome.
+    ) -> impl Future<Output = Result<AnswerRecord>> + Send;
+    /// Closes an open request as expired. If an answer won the race, returns it: the instance
+    /// applies that answer instead of the expiry.
+    fn expire(
+        &self,
+        id: &RequestId,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Option<Value>>> + Send;
+    /// Closes a request on the instance's behalf. `Answered`: the instance applied the recorded
+    /// answer. `Withdrawn`: it finished first; an answer recorded but never applied is kept for
+    /// display and the request shows as withdrawn. An already closed request keeps its outcome.
     fn close(
         &self,
         id: &RequestId,
@@ -129,17 +181,75 @@ pub trait Inbox: Send + Sync {
     fn list_open(&self) -> impl Future<Output = Result<Vec<InboxEntry>>> + Send;
 }
 
-/// Where time comes from.
+/// Where time comes from, and how the runtime waits (a backoff between contended saves, an
+/// activity's time limit).
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
+    /// Completes after `duration` of this clock's time.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
-/// The wall clock.
+/// The wall clock. Its `sleep` parks a helper thread per wait, which suits the rare waits of
+/// clients; the Lambda runtime uses a clock on its async executor's timers (`reanimate-aws`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now_utc()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        ThreadSleep::new(duration)
+    }
+}
+
+/// A future that completes when a helper thread has slept `duration`.
+struct ThreadSleep {
+    duration: Duration,
+    /// Whether the wait is over, and the waker of the latest poll.
+    shared: std::sync::Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>>,
+    started: bool,
+}
+
+impl ThreadSleep {
+    fn new(duration: Duration) -> Self {
+        Self {
+            duration,
+            shared: Default::default(),
+            started: false,
+        }
+    }
+}
+
+impl Future for ThreadSleep {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.duration.is_zero() {
+            return std::task::Poll::Ready(());
+        }
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if shared.0 {
+                return std::task::Poll::Ready(());
+            }
+            shared.1 = Some(cx.waker().clone());
+        }
+        if !self.started {
+            self.started = true;
+            let (duration, shared) = (self.duration, self.shared.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(duration);
+                let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+                shared.0 = true;
+                if let Some(waker) = shared.1.take() {
+                    waker.wake();
+                }
+            });
+        }
+        std::task::Poll::Pending
     }
 }

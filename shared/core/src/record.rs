@@ -16,8 +16,9 @@ pub const MAX_RECORD_BYTES: usize = 350_000;
 /// them). Small on purpose: the history is rewritten with the record on every step.
 pub const HISTORY_ENTRIES: usize = 32;
 
-/// How many applied message ids an instance remembers for deduplication (see ARCHITECTURE.md:
-/// most events are also deduplicated by what the instance is waiting for, which is unbounded).
+/// How many ids of applied messages from outside an instance remembers. Only client signals
+/// rely on it: every other event has a guard of its own in the record (see ARCHITECTURE.md), so
+/// the flood of a fan-in never pushes a client's signal out of it.
 pub const RECENT_MESSAGES: usize = 128;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -61,9 +62,20 @@ pub struct InstanceRecord {
     pub parent: Option<ParentLink>,
     #[serde(default)]
     pub waiting: Waiting,
-    /// Fingerprints of the most recently applied message ids.
+    /// Fingerprints of the latest applied messages from outside without a guard of their own
+    /// (client signals).
     #[serde(default)]
     pub applied: RecentMessages,
+    /// The sequence number of the next signal to each instance this one signals.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals_sent: BTreeMap<InstanceId, u64>,
+    /// The signals applied from each instance that signalled this one, by sequence number.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals_received: BTreeMap<InstanceId, SeqSet>,
+    /// A cancel arrived before the instance existed: this record stands in for it, cancelled, and
+    /// a later start is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
     /// Effects of the step that produced `version`. They are sent after the save; the next save
     /// drops them once they are known to be sent, and whoever loads the record before that sends
     /// them again (every effect is idempotent downstream).
@@ -87,6 +99,31 @@ pub struct InstanceRecord {
 }
 
 impl InstanceRecord {
+    /// A record for an instance that has not taken a step yet.
+    pub fn fresh(id: InstanceId, atom: String, parent: Option<ParentLink>, now: Timestamp) -> Self {
+        Self {
+            id,
+            atom,
+            version: 0,
+            status: Status::Suspended,
+            state: String::new(),
+            parent,
+            waiting: Waiting::default(),
+            applied: RecentMessages::default(),
+            signals_sent: BTreeMap::new(),
+            signals_received: BTreeMap::new(),
+            tombstone: false,
+            outbox: Vec::new(),
+            progress_sent: 0,
+            transitions: 0,
+            history: VecDeque::new(),
+            created_at: now,
+            updated_at: now,
+            result: None,
+            error: None,
+        }
+    }
+
     /// An upper bound on the record's stored size (attribute values plus generous overhead for
     /// names and numbers), cheap enough to compute on every save: summed from string lengths,
     /// with the outbox's encoded size given by the caller (who has encoded it anyway).
@@ -96,6 +133,16 @@ impl InstanceRecord {
         let ids = |a: &str, b: &str, c: &str| a.len() + b.len() + c.len() + ENTRY;
         let mut size = 16 * FIELD + self.id.as_str().len() + self.atom.len() + self.state.len();
         size += self.applied.len() * 21;
+        size += self
+            .signals_sent
+            .keys()
+            .map(|id| id.as_str().len() + 2 * FIELD)
+            .sum::<usize>();
+        size += self
+            .signals_received
+            .iter()
+            .map(|(id, seqs)| id.as_str().len() + 2 * FIELD + seqs.above.len() * 21)
+            .sum::<usize>();
         if let Some(parent) = &self.parent {
             size += ids(parent.id.as_str(), &parent.atom, &parent.tag);
         }
@@ -195,11 +242,19 @@ pub struct Waiting {
     pub calls: BTreeMap<MessageId, PendingCall>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// An activity asked for and not yet delivered to the step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PendingCall {
     pub activity: String,
     pub tag: String,
+    /// Fingerprint of the call's input: a call message is run only if it asks for this activity
+    /// with this input (0: not recorded, by an older runtime).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub input_hash: u64,
     /// Journaled as soon as the activity finishes, before the step that consumes it runs, so it
     /// runs at most once per recorded outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +305,10 @@ pub struct PendingTimer {
     /// Set when this timer is a request's deadline rather than one the atom named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_of: Option<RequestId>,
+    /// For a recurring timer: the scheduled time of the last firing applied. A firing for the same
+    /// time or earlier (a duplicate, a redrive) is not applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fired: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -370,6 +429,10 @@ pub struct LifecycleEvent {
     pub parent: Option<InstanceId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
+    /// The result was left out because the event would not fit on the bus; the instance record
+    /// has it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_omitted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub at: Timestamp,

@@ -54,8 +54,10 @@ fn collect(schema: &Value, value: &Value, at: String, found: &mut Vec<(String, S
     }
 }
 
-/// Replaces every secret field of `answer` by a reference from `store`; names are derived from
-/// `scope` (the request id) and the field's pointer, so answering twice overwrites one secret.
+/// Replaces every secret field of `answer` by a reference from `store`. Names are derived from
+/// `scope` (the request id), the field's pointer and a fingerprint of the value: the same answer
+/// sent twice (a retry) makes one secret, and a different answer that loses the race for the
+/// request cannot overwrite the secret of the answer that won.
 pub async fn redact(
     store: &dyn SecretStore,
     scope: &str,
@@ -63,7 +65,8 @@ pub async fn redact(
     mut answer: Value,
 ) -> Result<Value> {
     for (pointer, secret) in secret_fields(schema, &answer) {
-        let name = format!("reanimate/{scope}{pointer}")
+        let fingerprint = crate::ids::fnv1a(crate::ids::FNV_OFFSET_BASIS, secret.as_bytes());
+        let name = format!("reanimate/{scope}{pointer}/{fingerprint:016x}")
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || "/_+=.@-".contains(c) {
@@ -143,9 +146,10 @@ mod tests {
         let store = MemorySecrets::default();
         let redacted = crate::sim::block_on(redact(&store, "r1", &schema, answer))
             .unwrap_or_else(|e| panic!("{e}"));
+        let fingerprint = crate::ids::fnv1a(crate::ids::FNV_OFFSET_BASIS, b"ya29.secret");
         assert_eq!(
             redacted,
-            json!({"mailbox": {"kind": "gmail", "access_token": "memory:reanimate/r1/mailbox/access_token"}})
+            json!({"mailbox": {"kind": "gmail", "access_token": format!("memory:reanimate/r1/mailbox/access_token/{fingerprint:016x}")}})
         );
         assert_eq!(store.values(), ["ya29.secret"]);
         assert!(

@@ -8,12 +8,12 @@ use crate::atom::Registry;
 use crate::client;
 use crate::envelope::Envelope;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::RequestId;
+use crate::ids::{InstanceId, RequestId};
 use crate::memory::{
-    Delivery, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, QueueFaults, VirtualClock,
-    YieldPoints,
+    Delivery, Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, QueueFaults,
+    VirtualClock,
 };
-use crate::ports::{Clock, InboxEntry};
+use crate::ports::{Clock, InboxEntry, RequestStatus};
 use crate::record::{InstanceRecord, Status};
 use crate::runtime::{Disposition, Observer, Runtime};
 use crate::time::Timestamp;
@@ -28,32 +28,7 @@ use std::time::Duration;
 /// The runtime on in-memory ports.
 pub type MemoryRuntime = Runtime<MemoryStore, MemoryQueue, MemoryTimers, MemoryInbox, VirtualClock>;
 
-/// SplitMix64: tiny, fast and stable across versions, so a seed means the same run forever.
-#[derive(Clone, Debug, Default)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
+pub use crate::random::SplitMix64;
 
 /// Which faults to inject.
 #[derive(Clone, Debug, Default)]
@@ -64,10 +39,21 @@ pub struct Faults {
     pub reorder: bool,
     /// Extra random delay per message.
     pub max_extra_delay: Duration,
-    /// Probability, per handled message, that the handler crashes between its save and its send.
-    pub crash_before_send: f64,
+    /// Probability, per poll of an unfinished handler, that its process stops there (at a port
+    /// call, before or after its effect): every handler of that process is dropped mid-flight, as
+    /// a Lambda stopped mid-batch, their messages come back after the visibility timeout, and the
+    /// process's warm memory is lost.
+    pub crash: f64,
+    /// Probability per port call (store, queue, timers, inbox, bus) that it fails before its
+    /// effect with a retryable error.
+    pub port_failure: f64,
+    /// Probability per save that it takes effect but reports a failure (the reply was lost).
+    pub ambiguous_save: f64,
     /// Probability, per handled message, that the process restarts and forgets what it sent.
     pub restart: f64,
+    /// Probability, per handled message, that a copy of it arrives much later (an hour to three
+    /// days): a late duplicate, or a redrive from a dead-letter queue.
+    pub late_copy: f64,
     /// How many handlers may run at once; above 1 they interleave at every port call.
     pub concurrency: usize,
     /// How many processes (warm Lambda containers) share the work, each with its own memory of
@@ -91,8 +77,11 @@ impl Faults {
             duplicate: 0.2,
             reorder: true,
             max_extra_delay: Duration::from_secs(3),
-            crash_before_send: 0.1,
+            crash: 0.01,
+            port_failure: 0.01,
+            ambiguous_save: 0.01,
             restart: 0.05,
+            late_copy: 0.02,
             concurrency: 4,
             processes: 3,
         }
@@ -129,11 +118,20 @@ pub struct SimStats {
     pub duplicates: u64,
     pub ignored: u64,
     pub retried: u64,
+    /// Messages put back with a delay (contention, an early timer).
+    pub deferred: u64,
+    /// Processes stopped mid-flight.
     pub crashes: u64,
     pub restarts: u64,
+    pub late_copies: u64,
     pub answers_refused: u64,
     /// Saves that lost a version race to a concurrent handler and were re-run.
     pub conflicts: u64,
+    /// Port calls that failed, and saves whose reply was lost.
+    pub port_failures: u64,
+    pub ambiguous_saves: u64,
+    /// Outboxes the sweeper sent.
+    pub swept: u64,
 }
 
 enum Choice {
@@ -151,6 +149,7 @@ type Handler = Pin<Box<dyn Future<Output = Result<Disposition>> + Send>>;
 
 struct InFlight {
     delivery: Delivery,
+    process: usize,
     handler: Handler,
 }
 
@@ -172,6 +171,7 @@ pub struct Simulation {
     queue: MemoryQueue,
     timers: MemoryTimers,
     inbox: MemoryInbox,
+    hazards: Hazards,
     clock: VirtualClock,
     faults: Faults,
     rng: SplitMix64,
@@ -183,10 +183,16 @@ pub struct Simulation {
     dead_letters: Vec<DeadLetter>,
     refused_answers: Vec<String>,
     started_at: Timestamp,
+    next_sweep: Timestamp,
     /// Redelivery delay after a failed handler (the SQS visibility timeout).
     pub visibility_timeout: Duration,
     /// Receives before a message goes to the dead letters (the SQS redrive policy).
     pub max_receives: u32,
+    /// How often the sweeper runs (the deployed stack's schedule).
+    pub sweep_every: Duration,
+    /// Virtual time after which the run stops even if timers are still armed (a timer that
+    /// never stops would otherwise run it forever; the end state shows it).
+    pub horizon: Duration,
     /// Handler polls before the run is declared stuck.
     pub max_polls: u64,
 }
@@ -226,11 +232,12 @@ impl Simulation {
         faults: Faults,
         observer: Option<Observer>,
     ) -> Self {
-        let yields = YieldPoints::default();
-        yields.set(faults.concurrency > 1);
+        let hazards = Hazards::default();
+        hazards.set_yields(faults.concurrency > 1 || faults.crash > 0.0);
+        hazards.set_faults(seed ^ 0xfa17, faults.port_failure, faults.ambiguous_save);
         let clock = VirtualClock::starting_at(SIM_EPOCH);
-        let store = MemoryStore::new(yields.clone());
-        let queue = MemoryQueue::new(clock.clone(), yields.clone());
+        let store = MemoryStore::new(hazards.clone());
+        let queue = MemoryQueue::new(clock.clone(), hazards.clone());
         queue.set_faults(
             QueueFaults {
                 duplicate: faults.duplicate,
@@ -238,10 +245,10 @@ impl Simulation {
             },
             seed ^ 0x5eed,
         );
-        let timers = MemoryTimers::new(yields.clone());
-        let inbox = MemoryInbox::new(yields);
+        let timers = MemoryTimers::new(clock.clone(), hazards.clone());
+        let inbox = MemoryInbox::new(hazards.clone());
         let runtimes = (0..faults.processes.max(1))
-            .map(|_| {
+            .map(|process| {
                 let runtime = Runtime::new(
                     registry.clone(),
                     store.clone(),
@@ -250,7 +257,8 @@ impl Simulation {
                     inbox.clone(),
                     clock.clone(),
                 )
-                .with_activities(activities.clone());
+                .with_activities(activities.clone())
+                .with_jitter_seed(seed.wrapping_mul(31).wrapping_add(process as u64));
                 Arc::new(match &observer {
                     Some(observer) => runtime.with_observer(Arc::clone(observer)),
                     None => runtime,
@@ -263,6 +271,7 @@ impl Simulation {
             queue,
             timers,
             inbox,
+            hazards,
             clock,
             faults,
             rng: SplitMix64::new(seed),
@@ -274,9 +283,12 @@ impl Simulation {
             dead_letters: Vec::new(),
             refused_answers: Vec::new(),
             started_at: SIM_EPOCH,
+            next_sweep: SIM_EPOCH,
             visibility_timeout: Duration::from_secs(30),
-            max_receives: 50,
-            max_polls: 10_000_000,
+            max_receives: 5,
+            sweep_every: Duration::from_secs(60),
+            horizon: Duration::from_secs(90 * 24 * 3600),
+            max_polls: 50_000_000,
         }
     }
 
@@ -300,6 +312,20 @@ impl Simulation {
         self.clock.now()
     }
 
+    /// Moves virtual time on (for tests that drive the runtime by hand).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub fn clock(&self) -> &VirtualClock {
+        &self.clock
+    }
+
+    /// The runtime of process `n` (each has its own warm memory), for tests that drive several.
+    pub fn process(&self, n: usize) -> &MemoryRuntime {
+        &self.runtimes[n % self.runtimes.len()]
+    }
+
     /// Sends `envelope` from outside after `delay` of virtual time.
     pub fn send_after(&mut self, delay: Duration, envelope: Envelope) {
         let at = self.clock.now().plus(delay);
@@ -315,10 +341,12 @@ impl Simulation {
         self.agenda.insert((at, self.agenda_seq), action);
     }
 
-    /// Runs until nothing is left to do: no message, no armed timer, no scripted action. Time
-    /// jumps to the next due thing whenever the engine is idle.
+    /// Runs until nothing is left to do (no message, no armed timer, no scripted action, no
+    /// unsent outbox) or the horizon passes. Time jumps to the next due thing whenever the engine
+    /// is idle.
     pub fn run(&mut self, user: &mut dyn User) -> Result<SimReport> {
         let mut polls = 0u64;
+        let end = self.started_at.plus(self.horizon);
         loop {
             let now = self.clock.now();
             for (_, envelope) in self.timers.take_due(now) {
@@ -326,13 +354,22 @@ impl Simulation {
             }
             self.run_due_actions(now);
             self.discover_requests(user)?;
+            self.sweep_if_due(now);
 
             let ready = self.queue.ready(now);
             let can_start = ready > 0 && self.in_flight.len() < self.faults.concurrency.max(1);
+            let (asleep, wake) = self.clock.sleepers();
+            // Every handler waits on a sleep that has not ended: only time can move them on.
+            let all_asleep = !self.in_flight.is_empty()
+                && asleep >= self.in_flight.len()
+                && wake.is_some_and(|at| at > now);
+            let sweep = (!self.store.marked().is_empty()).then_some(self.next_sweep);
             let next_event = [
                 self.queue.next_visible_at(),
                 self.timers.next_due(),
                 self.agenda.keys().next().map(|k| k.0),
+                wake,
+                sweep,
             ]
             .into_iter()
             .flatten()
@@ -348,6 +385,7 @@ impl Simulation {
                     0 => Choice::Start,
                     _ => Choice::Poll,
                 },
+                (false, true) if all_asleep => Choice::Advance,
                 (false, true) if may_advance && self.rng.chance(0.2) => Choice::Advance,
                 (false, true) => Choice::Poll,
                 (false, false) => Choice::Advance,
@@ -373,18 +411,30 @@ impl Simulation {
                     }
                     let i = self.rng.below(self.in_flight.len() as u64) as usize;
                     let mut cx = std::task::Context::from_waker(Waker::noop());
-                    if let Poll::Ready(result) = self.in_flight[i].handler.as_mut().poll(&mut cx) {
-                        let done = self.in_flight.swap_remove(i);
-                        self.settle(done.delivery, result);
+                    match self.in_flight[i].handler.as_mut().poll(&mut cx) {
+                        Poll::Ready(result) => {
+                            let done = self.in_flight.swap_remove(i);
+                            self.settle(done.delivery, result);
+                        }
+                        Poll::Pending if self.rng.chance(self.faults.crash) => {
+                            let process = self.in_flight[i].process;
+                            self.crash(process);
+                        }
+                        Poll::Pending => {}
                     }
                 }
                 Choice::Advance => match next_event {
-                    Some(at) => self.clock.advance_to(at.max(now)),
-                    None => break,
+                    Some(at) if at <= end => self.clock.advance_to(at.max(now)),
+                    _ => break,
                 },
             }
         }
+        // Handlers still asleep at the horizon are abandoned, as a stopped process's would be.
+        self.in_flight.clear();
+        let hazards = self.hazards.stats();
         self.stats.conflicts = self.store.stats().conflicts;
+        self.stats.port_failures = hazards.failures;
+        self.stats.ambiguous_saves = hazards.ambiguous_saves;
         Ok(SimReport {
             stats: self.stats.clone(),
             dead_letters: self.dead_letters.clone(),
@@ -400,29 +450,69 @@ impl Simulation {
             let process = self.rng.below(self.runtimes.len() as u64) as usize;
             self.runtimes[process].forget_process_memory();
         }
-        if self.faults.crash_before_send > 0.0 && self.rng.chance(self.faults.crash_before_send) {
-            self.stats.crashes += 1;
-            self.queue.fail_next_sends(1);
-        }
         let process = self.rng.below(self.runtimes.len() as u64) as usize;
         let runtime = Arc::clone(&self.runtimes[process]);
         let envelope = delivery.envelope.clone();
-        let handler: Handler = Box::pin(async move { runtime.handle(envelope).await });
-        self.in_flight.push(InFlight { delivery, handler });
+        let how = crate::runtime::Delivery {
+            receive_count: delivery.receives,
+            deadline: None,
+        };
+        let handler: Handler =
+            Box::pin(async move { runtime.handle_delivery(envelope, how).await });
+        self.in_flight.push(InFlight {
+            delivery,
+            process,
+            handler,
+        });
+    }
+
+    /// Stops `process` mid-flight: its handlers are dropped where they stand and their messages
+    /// come back after the visibility timeout; it forgets everything it remembered.
+    fn crash(&mut self, process: usize) {
+        self.stats.crashes += 1;
+        self.runtimes[process].forget_process_memory();
+        let (stopped, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .partition(|h| h.process == process);
+        self.in_flight = running;
+        for handler in stopped {
+            self.redeliver_or_dead_letter(handler.delivery, "the process stopped mid-flight");
+        }
+    }
+
+    fn redeliver_or_dead_letter(&mut self, delivery: Delivery, reason: &str) {
+        if delivery.receives < self.max_receives {
+            self.stats.retried += 1;
+            let at = self.clock.now().plus(self.visibility_timeout);
+            self.queue.requeue(delivery, at);
+        } else {
+            self.dead_letters.push(DeadLetter {
+                reason: reason.to_string(),
+                receives: delivery.receives,
+                envelope: delivery.envelope,
+            });
+        }
     }
 
     fn settle(&mut self, delivery: Delivery, result: Result<Disposition>) {
         self.stats.handled += 1;
         match result {
-            Ok(Disposition::Applied { .. }) => self.stats.applied += 1,
-            Ok(Disposition::Duplicate) => self.stats.duplicates += 1,
-            Ok(Disposition::Ignored { .. }) => self.stats.ignored += 1,
-            Err(error)
-                if error.kind == ErrorKind::Retryable && delivery.receives < self.max_receives =>
-            {
-                self.stats.retried += 1;
-                let at = self.clock.now().plus(self.visibility_timeout);
-                self.queue.requeue(delivery, at);
+            Ok(disposition) => {
+                match disposition {
+                    Disposition::Applied { .. } => self.stats.applied += 1,
+                    Disposition::Duplicate => self.stats.duplicates += 1,
+                    Disposition::Ignored { .. } => self.stats.ignored += 1,
+                    Disposition::Deferred { .. } => self.stats.deferred += 1,
+                }
+                if self.faults.late_copy > 0.0 && self.rng.chance(self.faults.late_copy) {
+                    self.stats.late_copies += 1;
+                    let later = Duration::from_secs(3600 + self.rng.below(3 * 24 * 3600));
+                    let at = self.clock.now().plus(later);
+                    self.schedule(at, Action::Deliver(delivery.envelope));
+                }
+            }
+            Err(error) if error.kind == ErrorKind::Retryable => {
+                self.redeliver_or_dead_letter(delivery, &error.to_string());
             }
             Err(error) => self.dead_letters.push(DeadLetter {
                 reason: error.to_string(),
@@ -432,6 +522,20 @@ impl Simulation {
         }
     }
 
+    /// Runs the sweeper, on its schedule, while some outbox waits for it.
+    fn sweep_if_due(&mut self, now: Timestamp) {
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now.plus(self.sweep_every);
+        if self.store.marked().is_empty() {
+            return;
+        }
+        // A sweep that fails (an injected port failure) is simply tried at the next one.
+        if let Ok(report) = block_on(self.runtimes[0].sweep(Duration::ZERO, 100)) {
+            self.stats.swept += report.flushed as u64;
+        }
+    }
     fn run_due_actions(&mut self, now: Timestamp) {
         while let Some(entry) = self.agenda.first_entry() {
             if entry.key().0 > now {
@@ -468,7 +572,12 @@ impl Simulation {
     }
 
     fn discover_requests(&mut self, user: &mut dyn User) -> Result<()> {
-        let open = block_on(crate::ports::Inbox::list_open(&self.inbox))?;
+        let open = match block_on(crate::ports::Inbox::list_open(&self.inbox)) {
+            Ok(open) => open,
+            // The user looks again on the next turn.
+            Err(error) if error.is_retryable() => return Ok(()),
+            Err(error) => return Err(error),
+        };
         let now = self.clock.now();
         for entry in open {
             if self.seen_requests.insert(entry.request.id.clone()) {
@@ -483,9 +592,9 @@ impl Simulation {
         Ok(())
     }
 
-    /// Every instance, keyed by a name that does not depend on versions: a root's id, then each
-    /// child's tag (`root/tag/tag`). Two runs of the same scenario must agree on this.
-    pub fn snapshot(&self) -> BTreeMap<String, InstanceSummary> {
+    /// Every instance's name that does not depend on versions: a root's id, then each child's
+    /// tag (`root/tag/tag`). Two runs of the same scenario agree on these names.
+    pub fn instance_names(&self) -> BTreeMap<InstanceId, String> {
         let records = self.store.all();
         let by_id: BTreeMap<_, _> = records.iter().map(|r| (r.id.clone(), r)).collect();
         let name = |record: &InstanceRecord| {
@@ -512,23 +621,133 @@ impl Simulation {
             parts.reverse();
             parts.join("/")
         };
-        records
-            .iter()
+        records.iter().map(|r| (r.id.clone(), name(r))).collect()
+    }
+
+    /// Every instance, keyed by its name (see [`Simulation::instance_names`]).
+    pub fn snapshot(&self) -> BTreeMap<String, InstanceSummary> {
+        let names = self.instance_names();
+        self.store
+            .all()
+            .into_iter()
             .map(|r| {
+                let name = names
+                    .get(&r.id)
+                    .cloned()
+                    .unwrap_or_else(|| r.id.to_string());
                 (
-                    name(r),
+                    name,
                     InstanceSummary {
-                        atom: r.atom.clone(),
+                        atom: r.atom,
                         status: r.status,
-                        state: r.state.clone(),
-                        result: r.result.clone(),
-                        error: r.error.clone(),
+                        state: r.state,
+                        result: r.result,
+                        error: r.error,
                         transitions: r.transitions,
                     },
                 )
             })
             .collect()
     }
+
+    /// Everything a run leaves behind, keyed by names that do not depend on versions: the
+    /// instances, the inbox, the lifecycle events published, the timers still armed and the
+    /// outboxes still unsent. Two runs of the same scenario must agree on it.
+    pub fn end_state(&self) -> EndState {
+        let names = self.instance_names();
+        let name_of = |id: &InstanceId| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+        let mut inbox: BTreeMap<String, InboxSummary> = BTreeMap::new();
+        let mut entries = self.inbox.all();
+        entries.sort_by(|a, b| {
+            (a.request.created_at, &a.request.id).cmp(&(b.request.created_at, &b.request.id))
+        });
+        for entry in entries {
+            let owner = name_of(&entry.request.instance);
+            let ordinal = inbox
+                .keys()
+                .filter(|k| k.starts_with(&format!("{owner}?")))
+                .count();
+            inbox.insert(
+                format!("{owner}?{ordinal}"),
+                InboxSummary {
+                    kind: entry.request.kind,
+                    prompt: entry.request.prompt,
+                    status: entry.status,
+                    answer: entry.answer,
+                    applied: entry.applied_at.is_some(),
+                },
+            );
+        }
+        let mut published: BTreeMap<String, PublishedSummary> = BTreeMap::new();
+        for event in self.queue.published() {
+            let summary = published
+                .entry(name_of(&event.instance))
+                .or_insert_with(|| PublishedSummary {
+                    status: event.status,
+                    result: event.result.clone(),
+                    error: event.error.clone(),
+                    ids: BTreeSet::new(),
+                });
+            summary.ids.insert(event.id.clone());
+        }
+        let published = published
+            .into_iter()
+            .map(|(name, mut summary)| {
+                // The ids differ between runs (they carry the version); their number must not.
+                let distinct = summary.ids.len();
+                summary.ids = (0..distinct).map(|i| i.to_string()).collect();
+                (name, summary)
+            })
+            .collect();
+        let mut armed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, instance, timer) in self.timers.armed_timers() {
+            armed.entry(name_of(&instance)).or_default().push(timer);
+        }
+        for timers in armed.values_mut() {
+            timers.sort();
+        }
+        EndState {
+            instances: self.snapshot(),
+            inbox,
+            published,
+            armed,
+            unsent: self.store.marked().iter().map(name_of).collect(),
+        }
+    }
+}
+
+/// What a run left behind (see [`Simulation::end_state`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndState {
+    pub instances: BTreeMap<String, InstanceSummary>,
+    /// Requests by `{instance}?{n}` (the n-th request of that instance).
+    pub inbox: BTreeMap<String, InboxSummary>,
+    /// Lifecycle events by instance.
+    pub published: BTreeMap<String, PublishedSummary>,
+    /// Timers still armed, by instance.
+    pub armed: BTreeMap<String, Vec<String>>,
+    /// Instances whose outbox is still marked unsent.
+    pub unsent: Vec<String>,
+}
+
+/// A request as the inbox ended it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxSummary {
+    pub kind: String,
+    pub prompt: String,
+    pub status: RequestStatus,
+    pub answer: Option<Value>,
+    pub applied: bool,
+}
+
+/// The lifecycle events published for one instance: copies share an id, so `ids` counts the
+/// distinct events (one per finished instance).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PublishedSummary {
+    pub status: Status,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub ids: BTreeSet<String>,
 }
 
 /// What an instance ended as, for comparing runs.

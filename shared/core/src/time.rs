@@ -37,6 +37,36 @@ impl Timestamp {
         Duration::from_millis(later.0.saturating_sub(self.0))
     }
 
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC), as [`Timestamp`]'s `Display` and EventBridge
+    /// Scheduler's `<aws.scheduler.scheduled-time>` write it.
+    pub fn parse_utc(text: &str) -> Option<Self> {
+        let text = text.strip_suffix('Z')?;
+        let (date, time) = text.split_once('T')?;
+        let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+        let (y, m, d) = (date.next()??, date.next()??, date.next()??);
+        let (hms, fraction) = match time.split_once('.') {
+            Some((hms, f)) => (hms, f),
+            None => (time, ""),
+        };
+        let mut hms = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+        let (hh, mm, ss) = (hms.next()??, hms.next()??, hms.next()??);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+            return None;
+        }
+        let millis = match fraction {
+            "" => 0,
+            f if f.bytes().all(|b| b.is_ascii_digit()) => {
+                let padded = format!("{f:0<3}");
+                padded[..3].parse::<u64>().ok()?
+            }
+            _ => return None,
+        };
+        let days = u64::try_from(days_from_civil(y, m as u32, d as u32)).ok()?;
+        Some(Self(
+            (days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + millis,
+        ))
+    }
+
     /// The wall clock of this machine.
     pub fn now_utc() -> Self {
         let since = std::time::SystemTime::now()
@@ -61,6 +91,17 @@ impl fmt::Display for Timestamp {
             self.0 % 1000
         )
     }
+}
+
+/// Howard Hinnant's civil-to-days algorithm: days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
@@ -92,6 +133,26 @@ mod tests {
             Timestamp(951_782_400_000).to_string(),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_schedulers_times() {
+        for t in [0, 951_782_400_000, 1_795_676_400_123, 4_102_444_800_000] {
+            let text = Timestamp(t).to_string();
+            assert_eq!(Timestamp::parse_utc(&text), Some(Timestamp(t)), "{text}");
+        }
+        assert_eq!(
+            Timestamp::parse_utc("2026-11-26T07:00:00Z"),
+            Some(Timestamp(1_795_676_400_000))
+        );
+        for bad in [
+            "2026-11-26 07:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "soon",
+            "2026-11-26T07:00:00",
+        ] {
+            assert_eq!(Timestamp::parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

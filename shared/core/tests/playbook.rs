@@ -3,7 +3,7 @@
 //! it answers from a script and counts the asks.
 
 use reanimate_core::memory::{
-    MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock, YieldPoints,
+    Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock,
 };
 use reanimate_core::playbook::{
     Choice, Decision, Model, ModelActivities, ModelRequest, StepSpec, Tier, Untrusted,
@@ -126,7 +126,7 @@ type TestRuntime = Runtime<MemoryStore, MemoryQueue, MemoryTimers, MemoryInbox, 
 
 fn runtime(atom: Triage, model: Arc<ScriptedModel>) -> (TestRuntime, MemoryQueue, MemoryStore) {
     let clock = VirtualClock::default();
-    let queue = MemoryQueue::new(clock.clone(), YieldPoints::default());
+    let queue = MemoryQueue::new(clock.clone(), Hazards::default());
     let store = MemoryStore::default();
     let runtime = Runtime::new(
         Registry::new().with(atom),
@@ -204,8 +204,13 @@ fn a_retried_step_reuses_the_journaled_choice_and_never_asks_again() {
         Some(json!(["flag {\"priority\":2}"]))
     );
 
-    // A duplicate of the same message changes nothing and asks nothing.
-    assert_eq!(ok(block_on(runtime.handle(call))), Disposition::Duplicate);
+    // A duplicate of the same message changes nothing and asks nothing: the instance finished.
+    match ok(block_on(runtime.handle(call))) {
+        Disposition::Ignored { reason } => {
+            assert!(reason.contains("already completed"), "{reason}")
+        }
+        other => panic!("expected the duplicate call to be ignored, got {other:?}"),
+    }
     assert_eq!(model.asks().len(), 1);
 }
 
@@ -278,7 +283,7 @@ fn a_model_that_never_chooses_a_declared_step_fails_the_decision_with_the_reason
 #[test]
 fn a_call_to_an_activity_the_runtime_lacks_fails_the_instance_at_once() {
     let clock = VirtualClock::default();
-    let queue = MemoryQueue::new(clock.clone(), YieldPoints::default());
+    let queue = MemoryQueue::new(clock.clone(), Hazards::default());
     let store = MemoryStore::default();
     let runtime = Runtime::new(
         Registry::new().with(Triage::default()),

@@ -300,6 +300,7 @@ async fn main() -> Result<()> {
     let extend = Event::Signal {
         name: "extend".into(),
         payload: json!({"by": 1}),
+        seq: None,
     };
     live.send("countdown", &tick, &format!("extend:{tick}"), extend)
         .await?;

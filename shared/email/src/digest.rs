@@ -2,7 +2,7 @@
 //! `digest.store` activity that puts it somewhere durable (S3 on AWS, a folder locally).
 
 use crate::prefs::Grouping;
-use reanimate_core::{Activities, Activity, BoxFuture, Error, Result, Timestamp};
+use reanimate_core::{Activities, Activity, BoxFuture, CallInfo, Error, Result, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -147,7 +147,7 @@ pub fn activities(store: Arc<dyn DigestStore>) -> Activities {
 struct StoreActivity(Arc<dyn DigestStore>);
 
 impl Activity for StoreActivity {
-    fn run<'a>(&'a self, input: Value) -> BoxFuture<'a, Result<Value>> {
+    fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let request: StoreDigest = serde_json::from_value(input)
                 .map_err(|e| Error::terminal(format!("bad digest request: {e}")))?;

@@ -1,7 +1,7 @@
 //! Mail: the email model, a Maildir reader, and the `mail.fetch` / `mail.get` activities that
 //! atoms use to read a mailbox (an atom's step never does I/O itself).
 
-use reanimate_core::{Activities, Activity, BoxFuture, Error, Result, Timestamp};
+use reanimate_core::{Activities, Activity, BoxFuture, CallInfo, Error, Result, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
@@ -254,7 +254,7 @@ fn encode(value: &impl Serialize) -> Result<Value> {
 }
 
 impl Activity for FetchActivity {
-    fn run<'a>(&'a self, input: Value) -> BoxFuture<'a, Result<Value>> {
+    fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let request: FetchPage = decode(input)?;
             encode(&self.0.page(&request).await?)
@@ -263,7 +263,7 @@ impl Activity for FetchActivity {
 }
 
 impl Activity for GetActivity {
-    fn run<'a>(&'a self, input: Value) -> BoxFuture<'a, Result<Value>> {
+    fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let request: GetEmails = decode(input)?;
             encode(&self.0.get(&request).await?)

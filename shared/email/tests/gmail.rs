@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 use reanimate_core::memory::{
-    MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock, YieldPoints,
+    Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock,
 };
 use reanimate_core::ports::Inbox;
 use reanimate_core::secrets::{MemorySecrets, SecretStore};
@@ -178,7 +178,7 @@ async fn a_refused_token_is_terminal_and_throttling_is_retried() {
 #[test]
 fn the_access_token_goes_to_the_secret_store_never_to_the_state_the_inbox_or_a_message() {
     let clock = VirtualClock::default();
-    let queue = MemoryQueue::new(clock.clone(), YieldPoints::default());
+    let queue = MemoryQueue::new(clock.clone(), Hazards::default());
     let store = MemoryStore::default();
     let inbox = MemoryInbox::default();
     let runtime = Runtime::new(

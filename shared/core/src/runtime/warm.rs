@@ -1,0 +1,88 @@
+//! Warm memory: what one process knows between messages about the instances it stepped.
+
+use crate::atom::TypedState;
+use crate::ids::InstanceId;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Mutex;
+
+/// What this process knows about the latest version of an instance it handled: whether that
+/// version's outbox went out, and its state already decoded. A version is written once (every
+/// save is conditional), so this stays true of version `v` for as long as it is kept. Losing it
+/// (eviction, a restart) only costs a re-send, deduplicated downstream, and a decode.
+#[derive(Default)]
+pub(super) struct WarmState {
+    pub outbox_sent: bool,
+    pub decoded: Option<TypedState>,
+}
+
+/// Bounded per-process memory of [`WarmState`], one entry per instance. An entry is taken out
+/// while its instance is being stepped and put back, for the new version, afterwards.
+#[derive(Default)]
+pub(super) struct WarmInstances {
+    inner: Mutex<WarmInner>,
+}
+
+#[derive(Default)]
+struct WarmInner {
+    /// id → (version, what is known, insertion number).
+    entries: HashMap<InstanceId, (u64, WarmState, u64)>,
+    /// Insertion order; an element is live only while its number matches the entry's.
+    order: VecDeque<(u64, InstanceId)>,
+    inserted: u64,
+}
+
+impl fmt::Debug for WarmInstances {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarmInstances").finish_non_exhaustive()
+    }
+}
+
+impl WarmInstances {
+    const CAPACITY: usize = 4096;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WarmInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn take(&self, id: &InstanceId, version: u64) -> Option<WarmState> {
+        match self.lock().entries.remove(id) {
+            Some((v, warm, _)) if v == version => Some(warm),
+            _ => None,
+        }
+    }
+
+    pub fn put(&self, id: &InstanceId, version: u64, warm: WarmState) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.inserted += 1;
+        let number = inner.inserted;
+        // A concurrent handler may already have put a newer version: keep the newer.
+        if inner.entries.get(id).is_some_and(|(v, _, _)| *v > version) {
+            return;
+        }
+        inner.entries.insert(id.clone(), (version, warm, number));
+        inner.order.push_back((number, id.clone()));
+        while inner.entries.len() > Self::CAPACITY {
+            let Some((number, old)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.entries.get(&old).is_some_and(|e| e.2 == number) {
+                inner.entries.remove(&old);
+            }
+        }
+        // Drop order elements whose entries were taken or replaced, so it stays bounded.
+        if inner.order.len() > 2 * Self::CAPACITY {
+            let entries = &inner.entries;
+            inner
+                .order
+                .retain(|(number, id)| entries.get(id).is_some_and(|e| e.2 == *number));
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut guard = self.lock();
+        guard.entries.clear();
+        guard.order.clear();
+    }
+}
