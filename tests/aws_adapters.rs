@@ -357,6 +357,9 @@ async fn an_atom_started_by_a_plain_sqs_message_fans_out_and_in() {
         failing_worker: None,
         countdown: None,
         spawn_per_step: 2,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
     };
     stack.start("fan-out", "job-1", json!(input)).await;
     stack

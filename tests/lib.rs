@@ -1,17 +1,42 @@
 //! Helpers shared by the cross-crate tests.
 
 use reanimate_atoms::{registry, scenario};
-use reanimate_core::sim::{Faults, InstanceSummary, SimReport, Simulation};
+use reanimate_core::sim::{EndState, Faults, SimReport, Simulation};
 use std::collections::BTreeMap;
 
-/// Runs the sample scenario with `faults` and returns every instance's end plus the report.
-pub fn run_scenario(seed: u64, faults: Faults) -> (BTreeMap<String, InstanceSummary>, SimReport) {
-    let mut sim = Simulation::new(registry(), seed, faults);
+/// How a run of the sample scenario ended.
+#[derive(Debug)]
+pub struct ScenarioRun {
+    pub end: EndState,
+    pub report: SimReport,
+    /// How many times the activity ran for each calling instance (by name).
+    pub activity_runs: BTreeMap<String, u32>,
+}
+
+/// Runs the sample scenario with `faults`.
+pub fn run_scenario(seed: u64, faults: Faults) -> ScenarioRun {
+    let (activities, checksum) = reanimate_atoms::activities();
+    let mut sim = Simulation::with_activities(registry(), activities, seed, faults, None);
     scenario::load(&mut sim).unwrap_or_else(|e| panic!("seed {seed}: loading the scenario: {e}"));
     let report = sim
         .run(&mut scenario::ScriptedUser::default())
         .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-    (sim.snapshot(), report)
+    let names = sim.instance_names();
+    let mut activity_runs = BTreeMap::new();
+    for (call, runs) in checksum.runs() {
+        // A call's id is `{instance}@{version}.{index}`.
+        let instance = call.rsplit_once('@').map_or(call.as_str(), |(i, _)| i);
+        let name = names
+            .iter()
+            .find(|(id, _)| id.as_str() == instance)
+            .map_or_else(|| instance.to_string(), |(_, name)| name.clone());
+        *activity_runs.entry(name).or_default() += runs;
+    }
+    ScenarioRun {
+        end: sim.end_state(),
+        report,
+        activity_runs,
+    }
 }
 
 /// A name unique to this run, for resources and instances that tests create.

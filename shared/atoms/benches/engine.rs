@@ -110,6 +110,9 @@ fn fan_in(rounds: u32, children: u32) -> (u64, f64) {
         failing_worker: None,
         countdown: None,
         spawn_per_step: 100,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
     };
     let t = Instant::now();
     let mut handled = 0;

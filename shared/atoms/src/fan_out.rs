@@ -1,12 +1,15 @@
 //! `fan-out` starts N children and collects them (fan-in); `worker` processes items a page per
 //! invocation (continue with a cursor), reports each item to its parent as progress, and can be
-//! told to fail. Exercises spawn, progress, continue, child completed and child failed.
+//! told to fail. Exercises spawn, progress, continue, child completed and child failed; with the
+//! options the simulation uses, also a cancel racing a child's start, signals counted, a hold
+//! with a recurring heartbeat, and an activity per worker.
 
 use crate::countdown::{Countdown, CountdownInput};
 use reanimate_core::{Atom, AtomEvent, Context, Result, Step};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Clone, Debug, Default)]
 pub struct FanOut;
@@ -28,6 +31,16 @@ pub struct FanOutInput {
     /// with the instance record, so it must stay well inside the record's size limit.
     #[serde(default = "default_spawn_per_step")]
     pub spawn_per_step: u32,
+    /// Cancel the first child in the invocation after it was started: the cancel may overtake
+    /// the child's start.
+    #[serde(default)]
+    pub cancel_first: bool,
+    /// Once every child is done, wait this long (counting an hourly heartbeat) before completing.
+    #[serde(default)]
+    pub hold_secs: Option<u64>,
+    /// Workers finish by asking the `sample.checksum` activity.
+    #[serde(default)]
+    pub checksums: bool,
 }
 
 fn default_spawn_per_step() -> u32 {
@@ -52,6 +65,12 @@ pub struct FanOutState {
     pub completed_sum: u64,
     /// Failures are kept by tag with their reason (they are few and worth reporting).
     pub failed: BTreeMap<String, String>,
+    /// `ping` and `nudge` signals applied, heartbeats while holding.
+    pub pings: u32,
+    pub nudges: u32,
+    pub beats: u32,
+    pub holding: bool,
+    pub first_child: Option<reanimate_core::InstanceId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +81,16 @@ pub struct FanOutOutput {
     pub failed: u32,
     pub progress_reports: u32,
     pub progress_sum: u64,
+    #[serde(default)]
+    pub pings: u32,
+    #[serde(default)]
+    pub nudges: u32,
+    #[serde(default)]
+    pub beats: u32,
 }
+
+const HOLD: &str = "hold";
+const BEAT: &str = "beat";
 
 impl Atom for FanOut {
     const TYPE: &'static str = "fan-out";
@@ -82,7 +110,15 @@ impl Atom for FanOut {
                 state.plan = Some(input);
                 spawn_next_page(state, ctx);
             }
-            AtomEvent::Continue { .. } => spawn_next_page(state, ctx),
+            AtomEvent::Continue { .. } => {
+                if let (Some(plan), Some(first)) = (&state.plan, &state.first_child)
+                    && plan.cancel_first
+                    && state.spawned == plan.spawn_per_step.max(1)
+                {
+                    ctx.cancel_child(first, "cancelled as soon as it was started");
+                }
+                spawn_next_page(state, ctx)
+            }
             AtomEvent::ChildProgress { payload, .. } => {
                 state.progress_reports += 1;
                 state.progress_sum += payload.get("value").and_then(Value::as_u64).unwrap_or(0);
@@ -94,18 +130,43 @@ impl Atom for FanOut {
             AtomEvent::ChildFailed { tag, reason, .. } => {
                 state.failed.insert(tag, reason);
             }
+            AtomEvent::Signal { name, .. } => match name.as_str() {
+                "ping" => state.pings += 1,
+                "nudge" => state.nudges += 1,
+                _ => {}
+            },
+            AtomEvent::TimerFired { name } if name == BEAT => state.beats += 1,
+            AtomEvent::TimerFired { name } if name == HOLD => {
+                ctx.cancel_timer(BEAT);
+                return Ok(Step::Complete(output(state)));
+            }
             _ => {}
         }
-        if state.completed as usize + state.failed.len() == state.expected as usize {
-            return Ok(Step::Complete(FanOutOutput {
-                completed: state.completed,
-                failed: state.failed.len() as u32,
-                progress_reports: state.progress_reports,
-                progress_sum: state.progress_sum,
-                completed_sum: state.completed_sum,
-            }));
+        if state.completed as usize + state.failed.len() == state.expected as usize
+            && !state.holding
+        {
+            if let Some(hold) = state.plan.as_ref().and_then(|p| p.hold_secs) {
+                state.holding = true;
+                ctx.set_timer_after(HOLD, Duration::from_secs(hold));
+                ctx.set_recurring_timer(BEAT, Duration::from_secs(3600));
+                return Ok(Step::Suspend);
+            }
+            return Ok(Step::Complete(output(state)));
         }
         Ok(Step::Suspend)
+    }
+}
+
+fn output(state: &FanOutState) -> FanOutOutput {
+    FanOutOutput {
+        completed: state.completed,
+        failed: state.failed.len() as u32,
+        progress_reports: state.progress_reports,
+        progress_sum: state.progress_sum,
+        completed_sum: state.completed_sum,
+        pings: state.pings,
+        nudges: state.nudges,
+        beats: state.beats,
     }
 }
 
@@ -114,10 +175,8 @@ fn spawn_next_page(state: &mut FanOutState, ctx: &mut Context<'_>) {
     let end = (state.spawned + plan.spawn_per_step.max(1)).min(plan.workers);
     for i in state.spawned..end {
         let tag = format!("w{i:04}");
-        match &plan.countdown {
-            Some(countdown) => {
-                ctx.spawn::<Countdown>(tag, countdown);
-            }
+        let child = match &plan.countdown {
+            Some(countdown) => ctx.spawn::<Countdown>(tag, countdown),
             None => {
                 let items = plan.items_per_worker;
                 let fail_at = (plan.failing_worker == Some(i)).then_some(items / 2);
@@ -127,9 +186,13 @@ fn spawn_next_page(state: &mut FanOutState, ctx: &mut Context<'_>) {
                         items,
                         page_size: plan.page_size,
                         fail_at,
+                        checksum: plan.checksums,
                     },
-                );
+                )
             }
+        };
+        if i == 0 {
+            state.first_child = Some(child);
         }
     }
     state.spawned = end;
@@ -148,6 +211,9 @@ pub struct WorkerInput {
     pub page_size: u32,
     #[serde(default)]
     pub fail_at: Option<u32>,
+    /// Finish by asking the `sample.checksum` activity for the sum's checksum.
+    #[serde(default)]
+    pub checksum: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,12 +224,50 @@ pub struct WorkerState {
     pub fail_at: Option<u32>,
     pub sum: u64,
     pub invocations: u32,
+    pub checksum: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerOutput {
     pub items: u32,
     pub sum: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<u64>,
+}
+
+/// The activity workers may ask (the sample of an activity: deterministic, so a run twice gives
+/// the same answer).
+pub const CHECKSUM: &str = "sample.checksum";
+
+/// `sample.checksum`: the input number times 31, mod 1,000,003. Counts its runs per call id.
+#[derive(Clone, Debug, Default)]
+pub struct Checksum {
+    pub runs: std::sync::Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+}
+
+impl Checksum {
+    /// How many times each call ran.
+    pub fn runs(&self) -> BTreeMap<String, u32> {
+        self.runs.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+impl reanimate_core::Activity for Checksum {
+    fn run<'a>(
+        &'a self,
+        input: Value,
+        call: &'a reanimate_core::CallInfo,
+    ) -> reanimate_core::BoxFuture<'a, Result<Value>> {
+        if let Ok(mut runs) = self.runs.lock() {
+            *runs.entry(call.id.to_string()).or_default() += 1;
+        }
+        Box::pin(async move {
+            let n = input.as_u64().ok_or_else(|| {
+                reanimate_core::Error::terminal(format!("checksum of {input}: not a number"))
+            })?;
+            Ok(Value::from(n.wrapping_mul(31) % 1_000_003))
+        })
+    }
 }
 
 /// The value of item `k`: anything deterministic will do.
@@ -188,6 +292,17 @@ impl Atom for Worker {
                 state.items = input.items;
                 state.page_size = input.page_size.max(1);
                 state.fail_at = input.fail_at;
+                state.checksum = input.checksum;
+            }
+            AtomEvent::CallCompleted { output, .. } => {
+                return Ok(Step::Complete(WorkerOutput {
+                    items: state.items,
+                    sum: state.sum,
+                    checksum: output.as_u64(),
+                }));
+            }
+            AtomEvent::CallFailed { reason, .. } => {
+                return Ok(Step::Fail(format!("checksum failed: {reason}")));
             }
             AtomEvent::Continue { cursor } => {
                 // The cursor and the state agree; the state is authoritative.
@@ -210,9 +325,14 @@ impl Atom for Worker {
             ctx.continue_with(&state.next);
             return Ok(Step::Suspend);
         }
+        if state.checksum {
+            ctx.call(CHECKSUM, "checksum", &state.sum);
+            return Ok(Step::Suspend);
+        }
         Ok(Step::Complete(WorkerOutput {
             items: state.items,
             sum: state.sum,
+            checksum: None,
         }))
     }
 }

@@ -9,9 +9,10 @@ pub mod scenario;
 
 pub use approval::Approval;
 pub use countdown::Countdown;
-pub use fan_out::{FanOut, Worker};
+pub use fan_out::{Checksum, FanOut, Worker};
 
-use reanimate_core::Registry;
+use reanimate_core::{Activities, Registry};
+use std::sync::Arc;
 
 /// Every sample atom.
 pub fn registry() -> Registry {
@@ -20,4 +21,12 @@ pub fn registry() -> Registry {
         .with(FanOut)
         .with(Worker)
         .with(Approval)
+}
+
+/// The activities the sample atoms may call (`sample.checksum`), and a handle on it that counts
+/// its runs per call id.
+pub fn activities() -> (Activities, Checksum) {
+    let checksum = Checksum::default();
+    let activities = Activities::new().with(fan_out::CHECKSUM, Arc::new(checksum.clone()));
+    (activities, checksum)
 }

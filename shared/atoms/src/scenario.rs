@@ -118,6 +118,9 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         failing_worker: Some(2),
         countdown: None,
         spawn_per_step: 3,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
     };
     start::<FanOut>(sim, "fan-out", &fan_out)?;
 
@@ -166,6 +169,9 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         failing_worker: None,
         countdown: Some(long),
         spawn_per_step: 100,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
     };
     start::<FanOut>(sim, "fan-out-cancelled", &cancelled)?;
     let cancel = Event::CancelRequested {
@@ -180,6 +186,69 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
             cancel,
         )?,
     );
+
+    // A fan-in of 200 workers, each finishing with an activity, then a hold of three days with
+    // an hourly heartbeat (a recurring timer). The parent receives over 600 messages. A
+    // countdown signals it an hour in and finishes: a late copy of the countdown's last message,
+    // days later, makes a process that does not know that outbox went out send the signal again.
+    // Clients nudge it five times.
+    let fan_in = FanOutInput {
+        workers: 200,
+        items_per_worker: 1,
+        page_size: 1,
+        failing_worker: None,
+        countdown: None,
+        spawn_per_step: 50,
+        cancel_first: false,
+        hold_secs: Some(3 * DAY + 30 * MINUTE),
+        checksums: true,
+    };
+    start::<FanOut>(sim, "fan-in-200", &fan_in)?;
+    let ping = Notify {
+        id: "fan-in-200".into(),
+        atom: FanOut::TYPE.into(),
+        signal: "ping".into(),
+    };
+    start::<Countdown>(
+        sim,
+        "countdown-pinger",
+        &CountdownInput {
+            from: 1,
+            interval_secs: HOUR,
+            notify: Some(ping),
+        },
+    )?;
+    for hour in 1..=5 {
+        let nudge = Event::Signal {
+            name: "nudge".into(),
+            payload: json!(hour),
+            seq: None,
+        };
+        let id = format!("client:fan-in-200:nudge-{hour}");
+        sim.send_after(
+            Duration::from_secs(hour * HOUR),
+            envelope(&id, "fan-in-200", FanOut::TYPE, nudge)?,
+        );
+    }
+
+    // The first of three week-long children is cancelled by the step after the one that started
+    // it: the cancel may overtake the child's start (a tombstone then refuses the start).
+    let race = FanOutInput {
+        workers: 3,
+        items_per_worker: 0,
+        page_size: 1,
+        failing_worker: None,
+        countdown: Some(CountdownInput {
+            from: 7,
+            interval_secs: DAY,
+            notify: None,
+        }),
+        spawn_per_step: 1,
+        cancel_first: true,
+        hold_secs: None,
+        checksums: false,
+    };
+    start::<FanOut>(sim, "cancel-race", &race)?;
     Ok(())
 }
 

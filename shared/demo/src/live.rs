@@ -275,6 +275,9 @@ async fn main() -> Result<()> {
         failing_worker: Some(1),
         countdown: None,
         spawn_per_step: 2,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
     };
     live.start("fan-out", &fan, json!(fan_in)).await?;
     live.start("countdown", &tick, json!({"from": 3, "interval_secs": 1}))

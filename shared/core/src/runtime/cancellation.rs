@@ -13,7 +13,7 @@ use crate::envelope::Envelope;
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Event, ParentLink};
 use crate::ids::{CommandSlot, InstanceId};
-use crate::record::{Effect, InstanceRecord, Status};
+use crate::record::{Effect, InstanceRecord, LifecycleEvent, Status};
 use crate::time::Timestamp;
 
 pub(super) fn lower_cancel_child(
@@ -39,7 +39,8 @@ pub(super) fn lower_cancel_child(
     out.waiting.push(WaitChange::Cancelling(child.clone()));
 }
 
-/// The record a cancel leaves for an instance that does not exist yet.
+/// The record a cancel leaves for an instance that does not exist yet: cancelled, with the
+/// cancel's reason, as if it had been cancelled right after its start.
 pub(super) fn tombstone(env: &Envelope, reason: &str, now: Timestamp) -> Plan {
     tracing::info!(
         reason,
@@ -50,50 +51,76 @@ pub(super) fn tombstone(env: &Envelope, reason: &str, now: Timestamp) -> Plan {
     record.status = Status::Cancelled;
     record.tombstone = true;
     record.state = "null".into();
-    record.error = Some(format!(
-        "cancelled before it started: {}",
-        cancel_reason(reason)
-    ));
-    record.remember_transition(env.event.kind(), &env.event.detail(), 0);
-    let size = record.stored_size_bound(0);
+    record.error = Some(cancel_reason(reason));
+    record.outbox.push(Effect::Publish {
+        event: LifecycleEvent {
+            id: format!("{}@{}", record.id, record.version),
+            instance: record.id.clone(),
+            atom: record.atom.clone(),
+            status: Status::Cancelled,
+            parent: None,
+            result: None,
+            result_omitted: false,
+            error: record.error.clone(),
+            at: now,
+        },
+    });
+    record.remember_transition(env.event.kind(), &env.event.detail(), 1);
+    saved(record)
+}
+
+/// A start that arrives at a tombstone is refused. The first one to name a parent links the
+/// tombstone to it and tells the parent its child was cancelled, with the cancel's reason (what a
+/// cancel right after the start would have told it); that reply is in the tombstone's outbox, so
+/// it is sent like any other effect. Later copies change nothing.
+pub(super) fn refuse_start(
+    tombstone: InstanceRecord,
+    env: &Envelope,
+    link: &ParentLink,
+    now: Timestamp,
+) -> Plan {
+    let refused = |reason: String| Disposition::Ignored {
+        reason: format!("start refused: the instance was cancelled before it started ({reason})"),
+    };
+    let reason = tombstone.error.clone().unwrap_or_else(|| cancel_reason(""));
+    if tombstone.parent.is_some() || super::children::check_start(env, Some(link)).is_err() {
+        return Plan::Drop {
+            disposition: refused(reason),
+            effects: Vec::new(),
+        };
+    }
+    tracing::warn!(parent = %link.id, %reason, "start refused: the instance was cancelled before it started");
+    let mut record = tombstone;
+    record.version += 1;
+    record.updated_at = now;
+    record.parent = Some(link.clone());
+    let slot = CommandSlot {
+        instance: &record.id,
+        version: record.version,
+        index: 0,
+    };
+    let event = Event::ChildFailed {
+        child: record.id.clone(),
+        tag: link.tag.clone(),
+        reason,
+        cancelled: true,
+        progress_reports: 0,
+    };
+    let envelope = Envelope::new(slot.message(), link.id.clone(), link.atom.clone(), event)
+        .from_sender(&record.id);
+    record.outbox = vec![Effect::Send { envelope }];
+    record.remember_transition(env.event.kind(), "refused: cancelled before it started", 1);
+    saved(record)
+}
+
+fn saved(record: InstanceRecord) -> Plan {
+    let outbox_bytes = record.outbox.iter().map(crate::text::json_len).sum();
+    let size = record.stored_size_bound(outbox_bytes);
     Plan::Save {
         next: Box::new(record),
         decoded: None,
         size,
     }
-}
-
-/// A start that arrives at a tombstone is refused; the parent it names hears that its child was
-/// cancelled (the message id is derived from the tombstone, so copies are one message).
-pub(super) fn refuse_start(
-    tombstone: &InstanceRecord,
-    link: &ParentLink,
-) -> (Disposition, Vec<Effect>) {
-    let reason = tombstone
-        .error
-        .clone()
-        .unwrap_or_else(|| "cancelled before it started".into());
-    tracing::warn!(parent = %link.id, %reason, "start refused: the instance was cancelled before it started");
-    let slot = CommandSlot {
-        instance: &tombstone.id,
-        version: tombstone.version,
-        index: 0,
-    };
-    let event = Event::ChildFailed {
-        child: tombstone.id.clone(),
-        tag: link.tag.clone(),
-        reason: reason.clone(),
-        cancelled: true,
-        progress_reports: 0,
-    };
-    let envelope = Envelope::new(slot.message(), link.id.clone(), link.atom.clone(), event)
-        .from_sender(&tombstone.id);
-    (
-        Disposition::Ignored {
-            reason: format!("start refused: {reason}"),
-        },
-        vec![Effect::Send { envelope }],
-    )
 }
 
 fn cancel_reason(reason: &str) -> String {

@@ -271,16 +271,35 @@ where
             return self.drop_message(current, drop).await;
         }
 
+        // The outbox of a version this message replaces and that this process cannot know went
+        // out: the version it loaded first is sent before planning (once per message, as it
+        // would have to be if the plan changes nothing); a conflict's winner, whose writer is
+        // most likely sending it this very moment, is carried along and sent with this step's own
+        // effects after the save, so contention does not send it once per re-run.
+        let mut carried: Vec<Effect> = Vec::new();
+        let mut flushed_loaded = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let expected = current.as_ref().map(|r| r.version);
-            // The loaded version's outbox, unless this process knows it went out. Whoever replaces
-            // a version sends its outbox after the save (inherited); whoever does not, sends it now.
-            let (mut warm, mut inherited) = match &mut current {
+            let (mut warm, unsent) = match &mut current {
                 Some(record) => self.take_unsent_outbox(record),
                 None => (None, Vec::new()),
             };
+            if attempt == 1 {
+                if !unsent.is_empty() {
+                    match self.perform(unsent.clone()).await {
+                        Ok(()) => flushed_loaded = true,
+                        // Not sent: it rides with this step (or is marked for the sweeper).
+                        Err(error) => {
+                            tracing::debug!(reason = %error.reason, "could not re-send the loaded outbox");
+                            carried = unsent;
+                        }
+                    }
+                }
+            } else {
+                carried = unsent;
+            }
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let now = self.clock.now();
             let version_read = expected.unwrap_or(0);
@@ -291,7 +310,7 @@ where
                     effects,
                 } => {
                     let sent = self
-                        .send_unsaved(&envelope.target, expected, inherited, effects)
+                        .send_unsaved(&envelope.target, expected, carried, effects, flushed_loaded)
                         .await?;
                     if let Some(warm) = warm {
                         // Nothing changed: what this process knows of that version still holds
@@ -307,7 +326,13 @@ where
                 }
                 Plan::Defer { delay, reason } => {
                     let sent = self
-                        .send_unsaved(&envelope.target, expected, inherited, Vec::new())
+                        .send_unsaved(
+                            &envelope.target,
+                            expected,
+                            carried,
+                            Vec::new(),
+                            flushed_loaded,
+                        )
                         .await?;
                     if let Some(warm) = warm {
                         let warm = WarmState {
@@ -325,7 +350,7 @@ where
                 } => (*next, decoded, size),
                 Plan::TooLarge { reason } => {
                     // The failed record is built from the stored one again, outbox included.
-                    inherited.clear();
+                    carried.clear();
                     match self
                         .fail_too_large(atom, &envelope, expected, now, reason)
                         .await?
@@ -339,12 +364,13 @@ where
                     }
                 }
             };
-            if !inherited.is_empty() {
-                let inherited_bytes: usize = inherited.iter().map(crate::text::json_len).sum();
-                if size + inherited_bytes <= MAX_RECORD_BYTES {
-                    next.outbox.splice(0..0, inherited);
+            if !carried.is_empty() {
+                let carried_bytes: usize = carried.iter().map(crate::text::json_len).sum();
+                let effects = std::mem::take(&mut carried);
+                if size + carried_bytes <= MAX_RECORD_BYTES {
+                    next.outbox.splice(0..0, effects);
                 } else if !self
-                    .send_unsaved(&envelope.target, None, inherited, Vec::new())
+                    .send_unsaved(&envelope.target, None, Vec::new(), effects, false)
                     .await?
                 {
                     // No room to carry them, and they could not go now: the save would drop them.
@@ -412,6 +438,8 @@ where
                         Some(record) => Some(*record),
                         None => self.store.load(&envelope.target).await?,
                     };
+                    // The winner replaced what we loaded; its writer owns that version's outbox.
+                    flushed_loaded = false;
                 }
             }
         }
@@ -436,7 +464,7 @@ where
         if let Some(record) = &mut current {
             let (warm, unsent) = self.take_unsent_outbox(record);
             let sent = self
-                .send_unsaved(&record.id, Some(record.version), unsent, Vec::new())
+                .send_unsaved(&record.id, Some(record.version), unsent, Vec::new(), false)
                 .await?;
             if let Some(warm) = warm {
                 let warm = WarmState {
@@ -468,27 +496,31 @@ where
         }
     }
 
-    /// Sends the stored outbox of a version this message does not replace (when this process
-    /// cannot know it went out) and `extra` effects (of a dropped message). Once the stored outbox
-    /// is out, it is dropped from the record (a write, on this path only), so the processes that
-    /// load the record later do not send it again. On failure: as [`Runtime::send_saved`]; with
-    /// no version to mark (the record is about to be replaced, or does not exist), the error is
-    /// retryable. True if everything went out.
+    /// Sends what must go out for a version this message does not replace: `stored` effects of
+    /// that version this process could not know went out, and `extra` effects (of a dropped
+    /// message). When the version's stored outbox has gone out (now, or before planning:
+    /// `stored_sent`), it is dropped from the record (a write, on this path only), so processes
+    /// that load the record later do not send it again. On failure: as [`Runtime::send_saved`];
+    /// with no version to mark (the record does not exist, or is about to be replaced), the error
+    /// is retryable. True if everything went out.
     async fn send_unsaved(
         &self,
         id: &InstanceId,
         version: Option<u64>,
         stored: Vec<Effect>,
         extra: Vec<Effect>,
+        stored_sent: bool,
     ) -> Result<bool> {
-        if stored.is_empty() && extra.is_empty() {
-            return Ok(true);
-        }
-        let had_stored = !stored.is_empty();
+        let clear = stored_sent || !stored.is_empty();
         let mut effects = stored;
         effects.extend(extra);
-        match (self.perform(effects).await, version) {
-            (Ok(()), Some(version)) if had_stored => {
+        let result = if effects.is_empty() {
+            Ok(())
+        } else {
+            self.perform(effects).await
+        };
+        match (result, version) {
+            (Ok(()), Some(version)) if clear => {
                 if let Err(error) = self.store.clear_outbox(id, version).await {
                     // Harmless: the next process to load it sends it once more.
                     tracing::debug!(reason = %error.reason, "could not drop the sent outbox");

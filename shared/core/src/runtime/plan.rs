@@ -57,7 +57,7 @@ pub(super) fn plan(
         )));
     }
     if current.status.is_finished() {
-        return Ok(plan_finished(current, env));
+        return Ok(plan_finished(current, env, now));
     }
 
     let mut draft = Draft::for_message(atom, current, now, known, env);
@@ -111,11 +111,11 @@ fn plan_absent(
 
 /// A message for a finished instance changes nothing, but may still need an answer: a start
 /// refused by a tombstone tells the parent; a recurring firing deletes its schedule.
-fn plan_finished(current: InstanceRecord, env: &Envelope) -> Plan {
+fn plan_finished(current: InstanceRecord, env: &Envelope, now: Timestamp) -> Plan {
     let (disposition, effects) = match &env.event {
         Event::Started {
             parent: Some(link), ..
-        } if current.tombstone => cancellation::refuse_start(&current, link),
+        } if current.tombstone => return cancellation::refuse_start(current, env, link, now),
         Event::TimerFired { .. } => match timers::stale_firing(env) {
             Gate::Drop(disposition, effects) => (disposition, effects),
             _ => (ignored_finished(&current), Vec::new()),
