@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test deploy demo-live stack-figures email-figures integration integ lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 LOGS := target/test-logs
 VENV := .venv
@@ -47,6 +47,17 @@ integration: localstack-install
 integ: localstack-install lambdas template-lint
 	@mkdir -p $(LOGS)
 	set -o pipefail; localstack/stack with tools/integ 2>&1 | tee $(LOGS)/integ.log
+
+# A parent whose 1,000 children are timed to finish at the same moment, on the deployed stack
+# (make integ runs the same test with 100); figures in BENCHMARKS.md.
+STRESS_CHILDREN ?= 1000
+stress: localstack-install lambdas
+	localstack/stack with bash -c '.venv/bin/python infra/deploy.py --max-queue-delay 2 && STRESS_CHILDREN=$(STRESS_CHILDREN) $(CARGO) test -p reanimate-tests --test deployed_stack --locked thousand -- --ignored --nocapture'
+
+# The fault-injection simulation on 20,000 seeds (its time is in BENCHMARKS.md).
+SOAK_SEEDS ?= 20000
+soak:
+	SIM_SEEDS=$(SOAK_SEEDS) $(CARGO) test -p reanimate-tests --test simulation --locked -- --nocapture
 
 # Each atom's Lambda binary (`bootstrap`), x86_64 for the emulator on this machine. For AWS:
 # `cargo lambda build --release --arm64` (needs the aarch64 rust target) and deploy with

@@ -227,8 +227,13 @@ impl Stack {
 
     /// One pass over every atom queue: receive a batch, run the handler, delete what succeeded.
     async fn pump_once(&self) -> usize {
+        self.pump_queues(&atoms()).await
+    }
+
+    /// One pass over the queues of `only`.
+    async fn pump_queues(&self, only: &[&str]) -> usize {
         let mut handled = 0;
-        for atom in atoms() {
+        for &atom in only {
             let url = &self.config.routes[atom].url;
             let out = self
                 .clients
@@ -301,6 +306,41 @@ impl Stack {
         }
     }
 
+    /// Takes every message from `atom`'s queue (until a receive comes back empty), deleting them.
+    async fn take_all(&self, atom: &str) -> Vec<reanimate_core::Envelope> {
+        let url = &self.config.routes[atom].url;
+        let mut taken = Vec::new();
+        loop {
+            let out = self
+                .clients
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("receive: {e:?}"));
+            let messages = out.messages();
+            if messages.is_empty() {
+                return taken;
+            }
+            for m in messages {
+                let body = m.body().unwrap_or_default();
+                taken.push(
+                    reanimate_core::Envelope::from_json(body).unwrap_or_else(|e| panic!("{e}")),
+                );
+                self.clients
+                    .sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("delete: {e:?}"));
+            }
+        }
+    }
+
     async fn status(&self, instance: &str) -> Option<Status> {
         let id = InstanceId::new(instance).unwrap_or_else(|e| panic!("{e}"));
         self.runtime
@@ -360,6 +400,7 @@ async fn an_atom_started_by_a_plain_sqs_message_fans_out_and_in() {
         cancel_first: false,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     stack.start("fan-out", "job-1", json!(input)).await;
     stack
@@ -653,4 +694,294 @@ async fn a_recurring_timer_is_one_rate_schedule_whose_firings_carry_their_schedu
         .send()
         .await;
     assert!(gone.is_err(), "cancel deletes the schedule");
+}
+
+/// Every record of `table`.
+async fn records(stack: &Stack) -> Vec<reanimate_core::InstanceRecord> {
+    reanimate_aws::dynamo::scan_instances(&stack.clients.dynamodb, &stack.config.instances_table)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn many_handlers_completing_children_of_one_parent_at_once_lose_nothing() {
+    const CHILDREN: u32 = 200;
+    let stack = stack().await;
+    let input = FanOutInput {
+        workers: CHILDREN,
+        items_per_worker: 1,
+        page_size: 1,
+        failing_worker: None,
+        countdown: None,
+        spawn_per_step: CHILDREN,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
+        workers_start_at: None,
+    };
+    stack.start("fan-out", "hub", json!(input)).await;
+    stack
+        .pump_until(LIMIT, async |s| {
+            s.pump_queues(&["fan-out"]).await;
+            s.status("hub").await.is_some()
+        })
+        .await;
+    // Every child starts, reports and completes; their messages to the parent wait on its queue.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        stack.pump_queues(&["worker"]).await;
+        let done = records(&stack)
+            .await
+            .iter()
+            .filter(|r| r.parent.is_some() && r.status == Status::Completed)
+            .count();
+        if done == CHILDREN as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {CHILDREN} children done");
+    }
+    let messages = stack.take_all("fan-out").await;
+    assert_eq!(messages.len(), 2 * CHILDREN as usize, "a progress and a completion each");
+    // All of them at once against one parent record, HANDLERS at a time, each in its own
+    // handler (many more writers than a queue's MaximumConcurrency lets Lambda run).
+    const HANDLERS: usize = 40;
+    let conflicts_before = stack.counters.get(Service::DynamoDb, "PutItem(conflict)");
+    let started = Instant::now();
+    let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+        futures_util::stream::iter(messages.into_iter().map(|env| stack.runtime.handle(env))),
+        HANDLERS,
+    ))
+    .await;
+    let elapsed = started.elapsed();
+    let (mut applied, mut deferred) = (0, 0);
+    for result in results {
+        match result {
+            Ok(reanimate_core::Disposition::Applied { .. }) => applied += 1,
+            Ok(reanimate_core::Disposition::Deferred { .. }) => deferred += 1,
+            other => panic!("a message failed or was dropped under contention: {other:?}"),
+        }
+    }
+    let conflicts = stack.counters.get(Service::DynamoDb, "PutItem(conflict)") - conflicts_before;
+    eprintln!(
+        "{} messages to one parent, {HANDLERS} handlers at a time, in {elapsed:?}: {applied} applied at once, {deferred} deferred, {conflicts} conflicting saves",
+        2 * CHILDREN
+    );
+    assert!(conflicts > 0, "the handlers really contended");
+    // The deferred ones come back on the queue, with their delay, and apply.
+    stack
+        .pump_until(Duration::from_secs(120), async |s| {
+            s.pump_queues(&["fan-out"]).await;
+            s.status("hub").await == Some(Status::Completed)
+        })
+        .await;
+    let output = stack.record("hub").await.result.unwrap_or_default();
+    assert_eq!(output["completed"], CHILDREN);
+    assert_eq!(output["progress_reports"], CHILDREN);
+    let sum: u64 = (0..CHILDREN).map(|_| reanimate_atoms::fan_out::item_value(0)).sum();
+    assert_eq!(output["completed_sum"], sum);
+    assert!(stack.dead_letter_reasons().await.is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn an_outbox_that_cannot_be_sent_is_marked_and_the_sweeper_sends_it() {
+    use reanimate_core::ports::InstanceStore;
+    let stack = stack().await;
+    // A process whose route to the worker queue names a queue that does not exist (a route
+    // missing after a redeploy): its step saves, then its sends fail.
+    let mut broken = (*stack.config).clone();
+    if let Some(route) = broken.routes.get_mut("worker") {
+        route.url.push_str("-gone");
+    }
+    let broken = reanimate_aws::stack::runtime(
+        reanimate_atoms::registry(),
+        &stack.clients,
+        Arc::new(broken),
+        &stack.counters,
+    );
+    let input = FanOutInput {
+        workers: 2,
+        items_per_worker: 1,
+        page_size: 1,
+        failing_worker: None,
+        countdown: None,
+        spawn_per_step: 2,
+        cancel_first: false,
+        hold_secs: None,
+        checksums: false,
+        workers_start_at: None,
+    };
+    let start = reanimate_core::Envelope::start(
+        reanimate_core::MessageId::new("start:swept").unwrap_or_else(|e| panic!("{e}")),
+        InstanceId::new("swept").unwrap_or_else(|e| panic!("{e}")),
+        "fan-out",
+        json!(input),
+    );
+    let disposition = broken
+        .handle(start)
+        .await
+        .unwrap_or_else(|e| panic!("the step is saved and the message done: {e}"));
+    assert!(matches!(
+        disposition,
+        reanimate_core::Disposition::Applied { version: 1, .. }
+    ));
+    let now = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(1));
+    let marked = stack
+        .runtime
+        .store()
+        .pending_outboxes(now, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        marked,
+        [(InstanceId::new("swept").unwrap_or_else(|e| panic!("{e}")), 1)]
+    );
+    assert!(stack.take_all("worker").await.is_empty(), "nothing was sent");
+    // The sweeper, configured right, sends the outbox and clears the mark.
+    let report = stack
+        .runtime
+        .sweep(Duration::ZERO, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((report.found, report.flushed), (1, 1), "{report:?}");
+    let left = stack
+        .runtime
+        .store()
+        .pending_outboxes(now, 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(left.is_empty(), "{left:?}");
+    assert!(stack.record("swept").await.outbox.is_empty());
+    stack
+        .pump_until(LIMIT, async |s| {
+            s.status("swept").await == Some(Status::Completed)
+        })
+        .await;
+    assert_eq!(stack.record("swept").await.result.unwrap_or_default()["completed"], 2);
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn text_sqs_refuses_and_the_longest_ids_go_through_queues_and_schedules() {
+    let stack = stack().await;
+    // The longest root id (1,024 bytes, two-byte characters): its day-long tick is a Scheduler
+    // schedule, whose name and description must stay within Scheduler's limits.
+    let long = "é".repeat(reanimate_core::ids::MAX_ID_BYTES / 2);
+    stack
+        .start("countdown", &long, json!({"from": 2, "interval_secs": 86_400}))
+        .await;
+    stack
+        .pump_until(LIMIT, async |s| s.status(&long).await.is_some())
+        .await;
+    assert_eq!(stack.status(&long).await, Some(Status::Suspended));
+    assert_eq!(stack.counters.get(Service::Scheduler, "CreateSchedule"), 1);
+    // A signal whose payload holds characters SQS refuses travels escaped and arrives intact.
+    let odd = "\u{fffe}\u{ffff}\u{1}";
+    reanimate_core::client::signal(
+        stack.runtime.dispatcher(),
+        reanimate_core::MessageId::new("client:odd").unwrap_or_else(|e| panic!("{e}")),
+        InstanceId::new(long.clone()).unwrap_or_else(|e| panic!("{e}")),
+        "countdown",
+        &format!("strange{odd}"),
+        json!(odd),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("SQS accepts the escaped body: {e}"));
+    stack
+        .pump_until(LIMIT, async |s| s.record(&long).await.transitions == 2)
+        .await;
+    let record = stack.record(&long).await;
+    let detail = record.history.back().map(|h| h.detail.clone());
+    assert_eq!(detail.as_deref(), Some(format!("strange{odd}").as_str()));
+    // A bad record whose reason holds such characters still reaches the dead-letter queue.
+    stack
+        .send_raw("countdown", &format!("not json {}", '\u{2603}'))
+        .await;
+    stack.pump_once().await;
+    assert_eq!(stack.dead_letter_reasons().await.len(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS emulator; make test runs it"]
+async fn the_inbox_table_decides_between_answers_and_deadlines() {
+    use reanimate_core::ports::{AnswerRecord, RequestStatus};
+    use reanimate_core::record::{RequestOutcome, UserRequest};
+    let stack = stack().await;
+    let inbox = stack.runtime.inbox();
+    let now = reanimate_core::Timestamp::now_utc();
+    let open = |name: &str, deadline: Option<reanimate_core::Timestamp>| {
+        let id = reanimate_core::RequestId::new(format!("{}?1.0", unique(name)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = UserRequest {
+            id: id.clone(),
+            instance: InstanceId::new("someone").unwrap_or_else(|e| panic!("{e}")),
+            atom: "approval".into(),
+            kind: "approval".into(),
+            prompt: "?".into(),
+            schema: json!({"type": "string"}),
+            deadline,
+            created_at: now,
+        };
+        async move {
+            inbox.open(request).await.unwrap_or_else(|e| panic!("{e}"));
+            id
+        }
+    };
+    let ok = |r: reanimate_core::Result<AnswerRecord>| r.unwrap_or_else(|e| panic!("{e}"));
+    let hour = Duration::from_secs(3600);
+
+    // Two answers: the first wins; the deadline then finds it and applies it instead.
+    let race = open("race", Some(now.plus(hour))).await;
+    assert_eq!(ok(inbox.record_answer(&race, json!("a"), now).await), AnswerRecord::Recorded);
+    match ok(inbox.record_answer(&race, json!("b"), now).await) {
+        AnswerRecord::Refused(entry) => assert_eq!(entry.answer, Some(json!("a"))),
+        other => panic!("{other:?}"),
+    }
+    let expired = inbox.expire(&race, now).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(expired, Some(json!("a")), "the recorded answer beats the deadline");
+
+    // The deadline first: the answer is refused.
+    let late = open("late", Some(now.plus(hour))).await;
+    assert_eq!(inbox.expire(&late, now).await.ok(), Some(None));
+    match ok(inbox.record_answer(&late, json!("c"), now).await) {
+        AnswerRecord::Refused(entry) => assert_eq!(entry.status, RequestStatus::Expired),
+        other => panic!("{other:?}"),
+    }
+    // An answer after the deadline, before anyone expired the request, is refused too.
+    let past = open("past", Some(now)).await;
+    assert!(matches!(
+        ok(inbox.record_answer(&past, json!("d"), now.plus(hour)).await),
+        AnswerRecord::Refused(_)
+    ));
+    // Applied, then a withdrawal changes nothing; recorded but not applied, a withdrawal shows.
+    let close = |id, outcome| async move {
+        inbox
+            .close(&id, outcome, now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        inbox
+            .get(&id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("gone"))
+    };
+    let applied = open("applied", None).await;
+    ok(inbox.record_answer(&applied, json!("e"), now).await);
+    let entry = close(applied.clone(), RequestOutcome::Answered).await;
+    assert!(entry.status == RequestStatus::Answered && entry.applied_at.is_some());
+    let entry = close(applied, RequestOutcome::Withdrawn).await;
+    assert_eq!(entry.status, RequestStatus::Answered);
+    let unapplied = open("unapplied", None).await;
+    ok(inbox.record_answer(&unapplied, json!("f"), now).await);
+    let entry = close(unapplied, RequestOutcome::Withdrawn).await;
+    assert_eq!(
+        (entry.status, entry.answer),
+        (RequestStatus::Withdrawn, Some(json!("f")))
+    );
+    let missing = reanimate_core::RequestId::new("nobody?1.0").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok(inbox.record_answer(&missing, json!("g"), now).await),
+        AnswerRecord::Missing
+    );
 }

@@ -381,3 +381,158 @@ async fn bad_messages_end_in_the_dead_letter_queue_with_a_reason_and_the_rest_su
         "{reasons:?}"
     );
 }
+
+/// Sets the largest message `atom`'s queue accepts (SQS refuses larger ones).
+async fn set_maximum_message_size(stack: &Deployed, atom: &str, bytes: u32) {
+    stack
+        .clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(stack.queue(atom))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            bytes.to_string(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn a_send_that_fails_after_its_step_is_saved_is_delivered_by_the_scheduled_sweeper() {
+    let stack = deployed().await;
+    // An approval with a long id, so the signal that will withdraw it is over 1 KiB.
+    let approval = format!("{}-{}", unique("withdrawable"), "w".repeat(950));
+    stack
+        .start(
+            "approval",
+            &approval,
+            json!({"question": "Still needed?", "timeout_secs": 900}),
+        )
+        .await;
+    stack.wait_for(&approval, "asking", |_| true).await;
+    // The approval queue now refuses messages over 1 KiB (as a mistaken redeploy might): the
+    // countdown's last step, which signals the approval, is saved and its send refused.
+    set_maximum_message_size(&stack, "approval", 1024).await;
+    let countdown = unique("notifier");
+    stack
+        .start(
+            "countdown",
+            &countdown,
+            json!({"from": 1, "interval_secs": 1,
+                "notify": {"id": approval, "atom": "approval", "signal": "withdraw"}}),
+        )
+        .await;
+    let done = stack.finished(&countdown).await;
+    assert_eq!(done.status, Status::Completed);
+    let id = InstanceId::new(&countdown).unwrap_or_else(|e| panic!("{e}"));
+    let marked = async |stack: &Deployed| {
+        let now = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(1));
+        stack
+            .runtime
+            .store()
+            .pending_outboxes(now, 1000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .any(|(marked, _)| *marked == id)
+    };
+    let deadline = Instant::now() + LIMIT;
+    while !marked(&stack).await {
+        assert!(Instant::now() < deadline, "{countdown} was never marked");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Mended. Nothing but the sweeper will ever send that outbox: the countdown has finished and
+    // nothing else comes its way. EventBridge Scheduler invokes the sweeper every minute.
+    set_maximum_message_size(&stack, "approval", 262_144).await;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let withdrawn = loop {
+        if let Some(record) = stack.load(&approval).await.filter(|r| r.status.is_finished()) {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sweeper did not deliver the signal"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(withdrawn.result.unwrap_or_default()["outcome"], "withdrawn");
+    assert!(!marked(&stack).await, "the sweeper cleared the mark");
+}
+
+#[tokio::test]
+#[ignore = "needs the deployed stack; make integ runs it"]
+async fn a_thousand_children_finishing_in_the_same_second_are_all_counted() {
+    let children: u64 = std::env::var("STRESS_CHILDREN")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let stack = deployed().await;
+    let parent = unique("thousand");
+    // Long enough for every child to start and arm its timer first.
+    let at = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(60 + children / 10));
+    let started = Instant::now();
+    stack
+        .start(
+            "fan-out",
+            &parent,
+            json!({"workers": children, "items_per_worker": 1, "page_size": 1,
+                "spawn_per_step": 100, "workers_start_at": at}),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let done = loop {
+        if let Some(record) = stack.load(&parent).await.filter(|r| r.status.is_finished()) {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "{parent} did not finish");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let took = started.elapsed();
+    assert_eq!(done.status, Status::Completed, "{:?}", done.error);
+    let output = done.result.unwrap_or_default();
+    assert_eq!(output["completed"], children);
+    assert_eq!(output["progress_reports"], children);
+    let sum = children * reanimate_atoms::fan_out::item_value(0);
+    assert_eq!(output["completed_sum"], sum);
+    assert_eq!(output["progress_sum"], sum);
+    // When the children finished: within a few seconds of each other.
+    let records = reanimate_aws::dynamo::scan_instances(
+        &stack.clients.dynamodb,
+        &stack.outputs["InstancesTable"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let finished: Vec<u64> = records
+        .iter()
+        .filter(|r| r.parent.as_ref().is_some_and(|p| p.id.as_str() == parent))
+        .map(|r| r.updated_at.as_millis())
+        .collect();
+    assert_eq!(finished.len() as u64, children);
+    let spread = finished.iter().max().unwrap_or(&0) - finished.iter().min().unwrap_or(&0);
+    for atom in ["fan-out", "worker"] {
+        let url = &stack.outputs[&format!("{}DeadLettersUrl", output_name(atom))];
+        let depth = stack
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let count = depth
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(count, "0", "{atom}'s dead-letter queue");
+    }
+    eprintln!(
+        "{children} children, finished within {:.1} s of each other; the parent completed {:.0} s after its start ({} transitions)",
+        spread as f64 / 1000.0,
+        took.as_secs_f64(),
+        done.transitions
+    );
+}

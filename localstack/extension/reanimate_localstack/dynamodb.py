@@ -1,7 +1,12 @@
 """DynamoDB on moto: every operation is answered by LocalStack's bundled moto backend (conditional
 writes, ``ReturnValuesOnConditionCheckFailure``, transactions, queries, TTL settings). Moto stores
 TTL settings but never expires items, so a sweeper thread deletes expired items the way DynamoDB
-does (in the background, some time after expiry)."""
+does (in the background, some time after expiry).
+
+DynamoDB applies each write atomically: a conditional write's check and its write cannot
+interleave with another write. Moto does not lock, and LocalStack serves requests on many threads,
+so two conditional writes on the same version could both succeed; writes are therefore answered
+one at a time (``atomic_moto_dispatcher``)."""
 
 import logging
 import threading
@@ -72,3 +77,36 @@ class MotoDynamoDBProvider(DynamodbApi, ServiceLifecycleHook):
                 sweep_once(dynamodb_backends)
             except Exception:  # noqa: BLE001 - the sweeper must outlive one bad table
                 LOG.exception("TTL sweep failed")
+
+
+# The operations that write items; each is answered under one lock.
+WRITES = (
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+    "ExecuteStatement",
+    "BatchExecuteStatement",
+    "ExecuteTransaction",
+)
+_WRITE_LOCK = threading.Lock()
+
+
+def _one_at_a_time(handler):
+    def locked(context, request):
+        with _WRITE_LOCK:
+            return handler(context, request)
+
+    return locked
+
+
+def atomic_moto_dispatcher(provider):
+    """LocalStack's moto dispatch table for ``provider``, with every write made atomic."""
+    from localstack.services.moto import MotoFallbackDispatcher
+
+    table = MotoFallbackDispatcher(provider)
+    for operation in WRITES:
+        if operation in table:
+            table[operation] = _one_at_a_time(table[operation])
+    return table

@@ -5,12 +5,10 @@ from localstack.services.plugins import Service, aws_provider
 
 @aws_provider(api="dynamodb", name="moto")
 def dynamodb_moto():
-    from localstack.services.moto import MotoFallbackDispatcher
-
-    from reanimate_localstack.dynamodb import MotoDynamoDBProvider
+    from reanimate_localstack.dynamodb import MotoDynamoDBProvider, atomic_moto_dispatcher
 
     provider = MotoDynamoDBProvider()
-    return Service.for_provider(provider, dispatch_table_factory=MotoFallbackDispatcher)
+    return Service.for_provider(provider, dispatch_table_factory=atomic_moto_dispatcher)
 
 
 from localstack.services.lambda_.invocation.plugins import RuntimeExecutorPlugin  # noqa: E402

@@ -11,12 +11,14 @@ Chosen with ``PROVIDER_OVERRIDE_SCHEDULER=reanimate``."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from localstack.services.scheduler.provider import SchedulerProvider
@@ -25,6 +27,9 @@ from reanimate_localstack.schedules import Unsupported, is_one_time, next_fire, 
 
 LOG = logging.getLogger(__name__)
 TICK_SECONDS = 0.25
+# Firings due together (a thousand timers armed for the same second) are sent concurrently, as
+# Scheduler's own invocations are, instead of one after another.
+SENDERS = 16
 
 
 class Delivery:
@@ -35,6 +40,8 @@ class Delivery:
         self.fired_at: float | None = None
         self.attempts = 0
         self.first_attempt: float | None = None
+        # Being sent: the next tick must not send it again.
+        self.in_flight = False
 
 
 def _with_context(body: str, schedule, delivery) -> str:
@@ -48,24 +55,34 @@ def _with_context(body: str, schedule, delivery) -> str:
     )
 
 
-def _sqs_send(arn: str, body: str, group_id: str | None):
+@functools.lru_cache(maxsize=None)
+def _clients(account: str, region: str):
     from localstack.aws.connect import connect_to
 
+    return connect_to(aws_access_key_id=account, region_name=region)
+
+
+@functools.lru_cache(maxsize=None)
+def _queue_url(arn: str) -> str:
     _, _, _, region, account, name = arn.split(":", 5)
-    sqs = connect_to(aws_access_key_id=account, region_name=region).sqs
-    url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-    kwargs = {"QueueUrl": url, "MessageBody": body}
+    return _clients(account, region).sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+
+
+def _sqs_send(arn: str, body: str, group_id: str | None):
+    _, _, _, region, account, _ = arn.split(":", 5)
+    kwargs = {"QueueUrl": _queue_url(arn), "MessageBody": body}
     if group_id:
         kwargs["MessageGroupId"] = group_id
-    sqs.send_message(**kwargs)
+    try:
+        _clients(account, region).sqs.send_message(**kwargs)
+    except Exception:
+        _queue_url.cache_clear()  # the queue may have been deleted and made again
+        raise
 
 
 def _lambda_invoke(arn: str, body: str):
-    from localstack.aws.connect import connect_to
-
     _, _, _, region, account, _ = arn.split(":", 5)
-    client = connect_to(aws_access_key_id=account, region_name=region).lambda_
-    client.invoke(FunctionName=arn, InvocationType="Event", Payload=body.encode())
+    _clients(account, region).lambda_.invoke(FunctionName=arn, InvocationType="Event", Payload=body.encode())
 
 
 class DeliveringSchedulerProvider(SchedulerProvider):
@@ -74,12 +91,14 @@ class DeliveringSchedulerProvider(SchedulerProvider):
         self._stop = threading.Event()
         self._known: dict[tuple[str, float], Delivery] = {}
         self.flex_scale = float(os.environ.get("REANIMATE_SCHEDULER_FLEX_SCALE", "1"))
+        self._senders = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="scheduler-send")
 
     def on_after_init(self):
         threading.Thread(target=self._run, name="scheduler-delivery", daemon=True).start()
 
     def on_before_stop(self):
         self._stop.set()
+        self._senders.shutdown(wait=False, cancel_futures=True)
 
     def _run(self):
         from moto.scheduler.models import scheduler_backends
@@ -103,19 +122,33 @@ class DeliveringSchedulerProvider(SchedulerProvider):
 
     def tick(self, backends, now: float):
         alive = set()
+        due = []
         for account_backends in list(backends.values()):
             for backend in list(account_backends.values()):
                 for group in list(backend.schedule_groups.values()):
                     for schedule in list(group.schedules.values()):
                         key = (schedule.arn, float(schedule.last_modified_date))
                         alive.add(key)
-                        self._consider(group, schedule, key, now)
+                        if self._consider(schedule, key, now):
+                            due.append((group, schedule, self._known[key]))
         for key in [k for k in self._known if k not in alive]:
             del self._known[key]
+        # Firings for one queue go ten to a SendMessageBatch; the rest one by one.
+        by_queue: dict[str, list] = {}
+        for work in due:
+            target = work[1].target
+            if ":sqs:" in target["Arn"] and not (target.get("SqsParameters") or {}).get("MessageGroupId"):
+                by_queue.setdefault(target["Arn"], []).append(work)
+            else:
+                self._senders.submit(self._deliver, *work, now)
+        for arn, works in by_queue.items():
+            for start in range(0, len(works), 10):
+                self._senders.submit(self._deliver_batch, arn, works[start : start + 10], now)
 
-    def _consider(self, group, schedule, key, now: float):
+    def _consider(self, schedule, key, now: float) -> bool:
+        """Whether the schedule is due now (it is then marked in flight)."""
         if schedule.state != "ENABLED":
-            return
+            return False
         delivery = self._known.get(key)
         if delivery is None:
             try:
@@ -125,9 +158,35 @@ class DeliveringSchedulerProvider(SchedulerProvider):
             except Unsupported as e:
                 LOG.warning("schedule %s will not fire: %s", schedule.name, e)
                 self._known[key] = Delivery(None)
-                return
-        if delivery.due is None or delivery.due > now:
-            return
+                return False
+        if delivery.due is None or delivery.due > now or delivery.in_flight:
+            return False
+        delivery.in_flight = True
+        return True
+
+    def _deliver_batch(self, arn: str, works, now: float):
+        _, _, _, region, account, _ = arn.split(":", 5)
+        entries = [
+            {"Id": str(i), "MessageBody": _with_context(schedule.target.get("Input") or "{}", schedule, delivery)}
+            for i, (_, schedule, delivery) in enumerate(works)
+        ]
+        try:
+            out = _clients(account, region).sqs.send_message_batch(QueueUrl=_queue_url(arn), Entries=entries)
+            failed = {f["Id"]: f for f in out.get("Failed", [])}
+        except Exception as e:  # noqa: BLE001 - every entry failed
+            _queue_url.cache_clear()
+            failed = {entry["Id"]: {"Message": str(e)} for entry in entries}
+        for i, (group, schedule, delivery) in enumerate(works):
+            problem = failed.get(str(i))
+            if problem is None:
+                LOG.info("schedule %s fired (due %s)", schedule.name, utc(delivery.due))
+            elif self._retry(schedule, delivery, now, RuntimeError(problem.get("Message"))):
+                delivery.in_flight = False
+                continue
+            self._fired(group, schedule, delivery, now)
+            delivery.in_flight = False
+
+    def _deliver(self, group, schedule, delivery: Delivery, now: float):
         target = schedule.target
         try:
             group_id = (target.get("SqsParameters") or {}).get("MessageGroupId")
@@ -141,8 +200,13 @@ class DeliveringSchedulerProvider(SchedulerProvider):
             LOG.info("schedule %s fired (due %s)", schedule.name, utc(delivery.due))
         except Exception as e:  # noqa: BLE001
             if self._retry(schedule, delivery, now, e):
+                delivery.in_flight = False
                 return
+        except BaseException:
+            delivery.in_flight = False
+            raise
         self._fired(group, schedule, delivery, now)
+        delivery.in_flight = False
 
     def _retry(self, schedule, delivery: Delivery, now: float, error: Exception) -> bool:
         policy = schedule.target.get("RetryPolicy") or {}

@@ -98,3 +98,54 @@ def test_expired_items_are_deleted_and_live_ones_kept(ddb, table):
         time.sleep(0.5)
     for kept in ("new", "forever"):
         assert "Item" in ddb.get_item(TableName=table, Key={"id": {"S": kept}})
+
+
+def test_concurrent_conditional_writes_on_one_version_let_exactly_one_win(ddb, table):
+    # DynamoDB checks a condition and writes atomically; LocalStack answers requests on many
+    # threads, so without the provider's lock two writers of the same version can both win.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import aws_client
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    # As the instances table: a sparse index, and a large item (a busy fan-in parent's record).
+    ddb.create_table(
+        TableName=name,
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "p", "AttributeType": "S"},
+            {"AttributeName": "s", "AttributeType": "N"},
+        ],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "sparse",
+                "KeySchema": [{"AttributeName": "p", "KeyType": "HASH"}, {"AttributeName": "s", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    table = name
+    ddb.put_item(TableName=table, Item=item("hot", 0))
+    payload = {"S": "x" * 60_000}
+
+    def writer(n):
+        client = aws_client("dynamodb")
+        wins = 0
+        for version in range(0, 30):
+            try:
+                client.put_item(
+                    TableName=table,
+                    Item=item("hot", version + 1, body=payload, writer={"N": str(n)}),
+                    ConditionExpression="version = :v",
+                    ExpressionAttributeValues={":v": {"N": str(version)}},
+                )
+                wins += 1
+            except ClientError as e:
+                assert e.response["Error"]["Code"] == "ConditionalCheckFailedException"
+        return wins
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        wins = list(pool.map(writer, range(24)))
+    assert sum(wins) == 30, f"each version is written once, got {wins}"

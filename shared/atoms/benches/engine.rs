@@ -113,6 +113,7 @@ fn fan_in(rounds: u32, children: u32) -> (u64, f64) {
         cancel_first: false,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     let t = Instant::now();
     let mut handled = 0;

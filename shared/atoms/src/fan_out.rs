@@ -5,7 +5,7 @@
 //! with a recurring heartbeat, and an activity per worker.
 
 use crate::countdown::{Countdown, CountdownInput};
-use reanimate_core::{Atom, AtomEvent, Context, Result, Step};
+use reanimate_core::{Atom, AtomEvent, Context, Result, Step, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -41,6 +41,9 @@ pub struct FanOutInput {
     /// Workers finish by asking the `sample.checksum` activity.
     #[serde(default)]
     pub checksums: bool,
+    /// Workers wait until then before working: they all finish in the same moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_start_at: Option<Timestamp>,
 }
 
 fn default_spawn_per_step() -> u32 {
@@ -187,6 +190,7 @@ fn spawn_next_page(state: &mut FanOutState, ctx: &mut Context<'_>) {
                         page_size: plan.page_size,
                         fail_at,
                         checksum: plan.checksums,
+                        start_at: plan.workers_start_at,
                     },
                 )
             }
@@ -214,7 +218,13 @@ pub struct WorkerInput {
     /// Finish by asking the `sample.checksum` activity for the sum's checksum.
     #[serde(default)]
     pub checksum: bool,
+    /// Wait until then before working (so many workers can finish at the same moment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<Timestamp>,
 }
+
+/// The timer a worker waits on when told when to start.
+const GO: &str = "go";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerState {
@@ -293,7 +303,14 @@ impl Atom for Worker {
                 state.page_size = input.page_size.max(1);
                 state.fail_at = input.fail_at;
                 state.checksum = input.checksum;
+                if let Some(at) = input.start_at
+                    && at > ctx.now()
+                {
+                    ctx.set_timer_at(GO, at);
+                    return Ok(Step::Suspend);
+                }
             }
+            AtomEvent::TimerFired { name } if name == GO => {}
             AtomEvent::CallCompleted { output, .. } => {
                 return Ok(Step::Complete(WorkerOutput {
                     items: state.items,

@@ -121,6 +121,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         cancel_first: false,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     start::<FanOut>(sim, "fan-out", &fan_out)?;
 
@@ -172,6 +173,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         cancel_first: false,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     start::<FanOut>(sim, "fan-out-cancelled", &cancelled)?;
     let cancel = Event::CancelRequested {
@@ -202,6 +204,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         cancel_first: false,
         hold_secs: Some(3 * DAY + 30 * MINUTE),
         checksums: true,
+        workers_start_at: None,
     };
     start::<FanOut>(sim, "fan-in-200", &fan_in)?;
     let ping = Notify {
@@ -247,6 +250,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         cancel_first: true,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     start::<FanOut>(sim, "cancel-race", &race)?;
     Ok(())

@@ -257,6 +257,7 @@ impl reanimate_core::ports::InstanceStore for DynamoStore {
             Ok(_) => Ok(SaveOutcome::Saved),
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    self.counters.count(Service::DynamoDb, "PutItem(conflict)");
                     let current = failed.item().map(item_to_record).transpose()?.map(Box::new);
                     Ok(SaveOutcome::Conflict { current })
                 }

@@ -14,6 +14,7 @@
 pub mod bedrock;
 pub mod config;
 pub mod counters;
+pub mod dead_letters;
 pub mod dynamo;
 pub mod email;
 pub mod errors;

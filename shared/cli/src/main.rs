@@ -2,6 +2,8 @@
 //! instances, answers the inbox, and reads digests. Every command that changes something sends
 //! an SQS message (or records an inbox answer) exactly as the atoms themselves would.
 
+mod dead_letters;
+
 use clap::{Parser, Subcommand};
 use reanimate_aws::{Clients, RequestCounters, StackConfig};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
@@ -12,7 +14,8 @@ use std::sync::Arc;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 done; 1 the stack could not be reached or failed; 2 bad usage; 3 not found;
-4 refused (an answer that does not match its schema, a request no longer open, bad JSON).
+4 refused (an answer that does not match its schema, that lost the race to another answer or
+came after the deadline, a request no longer open, bad JSON).
 
 The stack is the one described by its outputs file (written by `make deploy`); AWS_ENDPOINT_URL
 and the usual AWS variables choose the endpoint and credentials.";
@@ -68,6 +71,9 @@ enum Command {
     /// Digests written by the email assistant.
     #[command(subcommand)]
     Digest(DigestCommand),
+    /// Messages the atoms refused or gave up on, and sending them back.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(dead_letters::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,7 +98,7 @@ enum DigestCommand {
 }
 
 /// An error with the exit code it maps to.
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
@@ -107,7 +113,7 @@ impl From<Error> for Failure {
     }
 }
 
-fn not_found(what: String) -> Failure {
+pub(crate) fn not_found(what: String) -> Failure {
     Failure {
         code: 3,
         message: what,
@@ -135,10 +141,11 @@ fn json_arg(text: &str) -> Result<Value, Failure> {
     serde_json::from_str(body).map_err(|e| refused(format!("not JSON: {e}")))
 }
 
-struct Stack {
+pub(crate) struct Stack {
     clients: Clients,
     runtime: reanimate_aws::AwsRuntime,
     digest_bucket: Option<String>,
+    outputs: std::collections::HashMap<String, String>,
 }
 
 async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
@@ -171,6 +178,7 @@ async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
         clients,
         runtime,
         digest_bucket: outputs.get("DigestBucket").cloned(),
+        outputs,
     })
 }
 
@@ -193,7 +201,7 @@ async fn load(stack: &Stack, instance: &str) -> Result<InstanceRecord, Failure> 
         .ok_or_else(|| not_found(format!("no instance {instance}")))
 }
 
-fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> String) {
+pub(crate) fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> String) {
     if json_mode {
         println!(
             "{}",
@@ -399,6 +407,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 || format!("asked {instance} to cancel"),
             );
         }
+        Command::DeadLetters(command) => dead_letters::run(&stack, cli.json, command).await?,
         Command::Digest(command) => {
             let bucket = stack
                 .digest_bucket

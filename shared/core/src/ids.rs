@@ -107,8 +107,9 @@ impl InstanceId {
         Ok(id)
     }
 
-    /// Errors unless this id has the shape of a root's.
+    /// Errors unless this id has the shape of a root's (and a root's length).
     pub fn check_root(&self) -> Result<()> {
+        self.check(MAX_ID_BYTES)?;
         match self.0.chars().find(|c| RESERVED_ID_CHARS.contains(c)) {
             Some(c) => Err(Error::terminal(format!(
                 "root instance id {:?} contains {c:?}; '/', '@' and '?' are reserved for the ids the runtime derives",

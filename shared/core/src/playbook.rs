@@ -437,6 +437,11 @@ impl ModelActivities {
 struct DecideActivity(Arc<ModelActivities>);
 struct GenerateActivity(Arc<ModelActivities>);
 
+/// How long one decide or generate call may take: up to `MAX_MODEL_ATTEMPTS` asks, each of which
+/// a provider may retry (a model call can take a minute). The functions whose atoms call models
+/// have a 300 s timeout (infra/render.py).
+pub const MODEL_CALL_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(250);
+
 fn decode<T: serde::de::DeserializeOwned>(what: &str, input: Value) -> Result<T> {
     serde_json::from_value(input).map_err(|e| Error::terminal(format!("bad {what} request: {e}")))
 }
@@ -460,6 +465,10 @@ impl Activity for DecideActivity {
             serde_json::to_value(choice).map_err(|e| Error::terminal(e.to_string()))
         })
     }
+
+    fn time_limit(&self) -> std::time::Duration {
+        MODEL_CALL_TIME_LIMIT
+    }
 }
 
 impl Activity for GenerateActivity {
@@ -479,6 +488,10 @@ impl Activity for GenerateActivity {
             })
             .map_err(|e| Error::terminal(e.to_string()))
         })
+    }
+
+    fn time_limit(&self) -> std::time::Duration {
+        MODEL_CALL_TIME_LIMIT
     }
 }
 

@@ -1498,3 +1498,35 @@ fn text_that_sqs_refuses_travels_escaped() {
     id(handle(&sim, back));
     assert!(events(&sim, "p").contains(&"signal:odd\u{fffe}name".to_string()));
 }
+
+#[test]
+fn zz_fan_in_all_at_once() {
+    for seed in 0..20u64 {
+    let sim = Simulation::new(
+        Registry::new().with(Probe),
+        seed,
+        Faults {
+            concurrency: 2,
+            processes: 1,
+            ..Faults::none()
+        },
+    );
+    id(start(&sim, "parent", json!({ "children": 30, "progress": 1 })));
+    // start every child
+    let starts = queued(&sim);
+    for s in starts { id(handle(&sim, s)); }
+    let mut msgs = queued(&sim);
+    // shuffle deterministically
+    let mut rng = reanimate_core::random::SplitMix64::new(seed);
+    for i in (1..msgs.len()).rev() { let j = rng.below(i as u64 + 1) as usize; msgs.swap(i, j); }
+    assert_eq!(msgs.len(), 60);
+    let handlers = msgs.into_iter().map(|e| sim.runtime().handle(e)).collect();
+    let results = run_concurrently(&sim, handlers);
+    for r in &results { assert!(matches!(r, Ok(Disposition::Applied{..}) | Ok(Disposition::Deferred{..})), "{r:?}"); }
+    for env in queued(&sim) { let _ = handle(&sim, env); }
+    let ev = events(&sim, "parent");
+    let completed = ev.iter().filter(|e| e.starts_with("completed")).count();
+    let progress = ev.iter().filter(|e| e.starts_with("progress")).count();
+    assert_eq!((completed, progress), (30, 30), "seed {seed}: {ev:?} {:?}", record(&sim, "parent").waiting.children);
+    }
+}

@@ -278,6 +278,7 @@ async fn main() -> Result<()> {
         cancel_first: false,
         hold_secs: None,
         checksums: false,
+        workers_start_at: None,
     };
     live.start("fan-out", &fan, json!(fan_in)).await?;
     live.start("countdown", &tick, json!({"from": 3, "interval_secs": 1}))

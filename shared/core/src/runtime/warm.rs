@@ -16,8 +16,8 @@ pub(super) struct WarmState {
     pub decoded: Option<TypedState>,
 }
 
-/// Bounded per-process memory of [`WarmState`], one entry per instance. An entry is taken out
-/// while its instance is being stepped and put back, for the new version, afterwards.
+/// Bounded per-process memory of [`WarmState`], one entry per instance. The decoded state is taken
+/// out while its instance is being stepped and put back, for the new version, afterwards.
 #[derive(Default)]
 pub(super) struct WarmInstances {
     inner: Mutex<WarmInner>,
@@ -45,9 +45,15 @@ impl WarmInstances {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What this process knows of version `version` of `id`. The decoded state is taken (one
+    /// handler at a time may use it); whether the outbox went out stays known to the others, so
+    /// concurrent handlers of one instance in this process do not send it again.
     pub fn take(&self, id: &InstanceId, version: u64) -> Option<WarmState> {
-        match self.lock().entries.remove(id) {
-            Some((v, warm, _)) if v == version => Some(warm),
+        match self.lock().entries.get_mut(id) {
+            Some((v, warm, _)) if *v == version => Some(WarmState {
+                outbox_sent: warm.outbox_sent,
+                decoded: warm.decoded.take(),
+            }),
             _ => None,
         }
     }
