@@ -739,20 +739,28 @@ async fn many_handlers_completing_children_of_one_parent_at_once_lose_nothing() 
         if done == CHILDREN as usize {
             break;
         }
-        assert!(Instant::now() < deadline, "{done} of {CHILDREN} children done");
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {CHILDREN} children done"
+        );
     }
     let messages = stack.take_all("fan-out").await;
-    assert_eq!(messages.len(), 2 * CHILDREN as usize, "a progress and a completion each");
+    assert_eq!(
+        messages.len(),
+        2 * CHILDREN as usize,
+        "a progress and a completion each"
+    );
     // All of them at once against one parent record, HANDLERS at a time, each in its own
     // handler (many more writers than a queue's MaximumConcurrency lets Lambda run).
     const HANDLERS: usize = 40;
     let conflicts_before = stack.counters.get(Service::DynamoDb, "PutItem(conflict)");
     let started = Instant::now();
-    let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
-        futures_util::stream::iter(messages.into_iter().map(|env| stack.runtime.handle(env))),
-        HANDLERS,
-    ))
-    .await;
+    let results: Vec<_> =
+        futures_util::StreamExt::collect(futures_util::StreamExt::buffer_unordered(
+            futures_util::stream::iter(messages.into_iter().map(|env| stack.runtime.handle(env))),
+            HANDLERS,
+        ))
+        .await;
     let elapsed = started.elapsed();
     let (mut applied, mut deferred) = (0, 0);
     for result in results {
@@ -778,7 +786,9 @@ async fn many_handlers_completing_children_of_one_parent_at_once_lose_nothing() 
     let output = stack.record("hub").await.result.unwrap_or_default();
     assert_eq!(output["completed"], CHILDREN);
     assert_eq!(output["progress_reports"], CHILDREN);
-    let sum: u64 = (0..CHILDREN).map(|_| reanimate_atoms::fan_out::item_value(0)).sum();
+    let sum: u64 = (0..CHILDREN)
+        .map(|_| reanimate_atoms::fan_out::item_value(0))
+        .sum();
     assert_eq!(output["completed_sum"], sum);
     assert!(stack.dead_letter_reasons().await.is_empty());
 }
@@ -835,9 +845,15 @@ async fn an_outbox_that_cannot_be_sent_is_marked_and_the_sweeper_sends_it() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         marked,
-        [(InstanceId::new("swept").unwrap_or_else(|e| panic!("{e}")), 1)]
+        [(
+            InstanceId::new("swept").unwrap_or_else(|e| panic!("{e}")),
+            1
+        )]
     );
-    assert!(stack.take_all("worker").await.is_empty(), "nothing was sent");
+    assert!(
+        stack.take_all("worker").await.is_empty(),
+        "nothing was sent"
+    );
     // The sweeper, configured right, sends the outbox and clears the mark.
     let report = stack
         .runtime
@@ -858,7 +874,10 @@ async fn an_outbox_that_cannot_be_sent_is_marked_and_the_sweeper_sends_it() {
             s.status("swept").await == Some(Status::Completed)
         })
         .await;
-    assert_eq!(stack.record("swept").await.result.unwrap_or_default()["completed"], 2);
+    assert_eq!(
+        stack.record("swept").await.result.unwrap_or_default()["completed"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -869,7 +888,11 @@ async fn text_sqs_refuses_and_the_longest_ids_go_through_queues_and_schedules() 
     // schedule, whose name and description must stay within Scheduler's limits.
     let long = "é".repeat(reanimate_core::ids::MAX_ID_BYTES / 2);
     stack
-        .start("countdown", &long, json!({"from": 2, "interval_secs": 86_400}))
+        .start(
+            "countdown",
+            &long,
+            json!({"from": 2, "interval_secs": 86_400}),
+        )
         .await;
     stack
         .pump_until(LIMIT, async |s| s.status(&long).await.is_some())
@@ -933,13 +956,23 @@ async fn the_inbox_table_decides_between_answers_and_deadlines() {
 
     // Two answers: the first wins; the deadline then finds it and applies it instead.
     let race = open("race", Some(now.plus(hour))).await;
-    assert_eq!(ok(inbox.record_answer(&race, json!("a"), now).await), AnswerRecord::Recorded);
+    assert_eq!(
+        ok(inbox.record_answer(&race, json!("a"), now).await),
+        AnswerRecord::Recorded
+    );
     match ok(inbox.record_answer(&race, json!("b"), now).await) {
         AnswerRecord::Refused(entry) => assert_eq!(entry.answer, Some(json!("a"))),
         other => panic!("{other:?}"),
     }
-    let expired = inbox.expire(&race, now).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(expired, Some(json!("a")), "the recorded answer beats the deadline");
+    let expired = inbox
+        .expire(&race, now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        expired,
+        Some(json!("a")),
+        "the recorded answer beats the deadline"
+    );
 
     // The deadline first: the answer is refused.
     let late = open("late", Some(now.plus(hour))).await;

@@ -448,7 +448,11 @@ async fn a_send_that_fails_after_its_step_is_saved_is_delivered_by_the_scheduled
     set_maximum_message_size(&stack, "approval", 262_144).await;
     let deadline = Instant::now() + Duration::from_secs(150);
     let withdrawn = loop {
-        if let Some(record) = stack.load(&approval).await.filter(|r| r.status.is_finished()) {
+        if let Some(record) = stack
+            .load(&approval)
+            .await
+            .filter(|r| r.status.is_finished())
+        {
             break record;
         }
         assert!(
@@ -524,7 +528,9 @@ async fn a_thousand_children_finishing_in_the_same_second_are_all_counted() {
             .unwrap_or_else(|e| panic!("{e:?}"));
         let count = depth
             .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            })
             .cloned()
             .unwrap_or_default();
         assert_eq!(count, "0", "{atom}'s dead-letter queue");

@@ -89,7 +89,11 @@ pub struct DeadLetterQueues {
 }
 
 impl DeadLetterQueues {
-    pub fn new(sqs: aws_sdk_sqs::Client, queues: Vec<AtomQueues>, counters: RequestCounters) -> Self {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        queues: Vec<AtomQueues>,
+        counters: RequestCounters,
+    ) -> Self {
         Self {
             sqs,
             queues,
@@ -272,10 +276,7 @@ impl DeadLetterQueues {
                         .map(Timestamp::from_millis),
                     body: m.body.clone().unwrap_or_default(),
                 };
-                (
-                    letter,
-                    (m.receipt_handle.unwrap_or_default(), attributes),
-                )
+                (letter, (m.receipt_handle.unwrap_or_default(), attributes))
             })
             .collect())
     }

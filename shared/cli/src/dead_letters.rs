@@ -43,8 +43,12 @@ pub(crate) async fn run(stack: &Stack, json_mode: bool, command: Command) -> Res
         queues(&stack.outputs),
         RequestCounters::default(),
     );
-    if let Command::List { atom: Some(atom), .. } | Command::Redrive { atom: Some(atom), .. } =
-        &command
+    if let Command::List {
+        atom: Some(atom), ..
+    }
+    | Command::Redrive {
+        atom: Some(atom), ..
+    } = &command
         && !dead.queues().iter().any(|q| q.atom == *atom)
     {
         return Err(not_found(format!("no atom {atom} in the stack")));

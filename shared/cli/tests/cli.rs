@@ -194,18 +194,32 @@ fn two_answers_to_one_question_the_second_is_told_it_lost() {
         })
     });
     let first = r#"{"approved": true, "comment": "first"}"#;
-    assert!(reanimate(&["inbox", "answer", &request, first]).status.success());
+    assert!(
+        reanimate(&["inbox", "answer", &request, first])
+            .status
+            .success()
+    );
     let second = reanimate(&["inbox", "answer", &request, r#"{"approved": false}"#]);
     assert_eq!(second.status.code(), Some(4));
     let said = String::from_utf8_lossy(&second.stderr);
-    assert!(said.contains("already answered with another answer"), "{said}");
+    assert!(
+        said.contains("already answered with another answer"),
+        "{said}"
+    );
     // The same answer again (a retried click) is fine.
-    assert!(reanimate(&["inbox", "answer", &request, first]).status.success());
+    assert!(
+        reanimate(&["inbox", "answer", &request, first])
+            .status
+            .success()
+    );
     wait_for("the instance completes", || {
         json(&reanimate(&["--json", "status", &id]))["status"] == "completed"
     });
     let status = json(&reanimate(&["--json", "status", &id]));
-    assert_eq!(status["result"]["comment"], "first", "the answer stored is the one applied");
+    assert_eq!(
+        status["result"]["comment"], "first",
+        "the answer stored is the one applied"
+    );
 }
 
 fn outputs_value(key: &str) -> String {
@@ -235,22 +249,40 @@ fn sqs_send(queue: &str, body: &str) {
 fn dead_letters_are_listed_with_their_reason_and_redriven_safely() {
     // A message the countdown refuses ends in its dead-letter queue with the reason.
     let marker = unique("cli-dead");
-    sqs_send(&outputs_value("CountdownQueueUrl"), &format!("not json {marker}"));
+    sqs_send(
+        &outputs_value("CountdownQueueUrl"),
+        &format!("not json {marker}"),
+    );
     let mut refused = Value::Null;
     wait_for("the refused message is listed", || {
-        let listed = json(&reanimate(&["--json", "dead-letters", "list", "countdown", "--limit", "100"]));
+        let listed = json(&reanimate(&[
+            "--json",
+            "dead-letters",
+            "list",
+            "countdown",
+            "--limit",
+            "100",
+        ]));
         refused = listed["messages"]
             .as_array()
-            .and_then(|m| m.iter().find(|l| l["body"].as_str().is_some_and(|b| b.contains(&marker))))
+            .and_then(|m| {
+                m.iter()
+                    .find(|l| l["body"].as_str().is_some_and(|b| b.contains(&marker)))
+            })
             .cloned()
             .unwrap_or(Value::Null);
         !refused.is_null()
     });
     assert!(
-        refused["reason"].as_str().is_some_and(|r| r.contains("not a JSON envelope")),
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a JSON envelope")),
         "{refused}"
     );
-    let message = refused["message_id"].as_str().unwrap_or_default().to_string();
+    let message = refused["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let shown = json(&reanimate(&["--json", "dead-letters", "show", &message]));
     assert_eq!(shown["atom"], "countdown");
 
@@ -265,7 +297,12 @@ fn dead_letters_are_listed_with_their_reason_and_redriven_safely() {
     sqs_send(&dead, &start);
     let mut sent = 0;
     wait_for("both copies are sent back", || {
-        let report = json(&reanimate(&["--json", "dead-letters", "redrive", "countdown"]));
+        let report = json(&reanimate(&[
+            "--json",
+            "dead-letters",
+            "redrive",
+            "countdown",
+        ]));
         sent += report["sent"]["countdown"].as_u64().unwrap_or(0);
         sent >= 3
     });
@@ -276,11 +313,15 @@ fn dead_letters_are_listed_with_their_reason_and_redriven_safely() {
     assert_eq!(status["transitions"], 1, "started once: {status}");
     // Unknown atoms and messages are "not found".
     assert_eq!(
-        reanimate(&["dead-letters", "list", "no-such-atom"]).status.code(),
+        reanimate(&["dead-letters", "list", "no-such-atom"])
+            .status
+            .code(),
         Some(3)
     );
     assert_eq!(
-        reanimate(&["dead-letters", "show", "no-such-message"]).status.code(),
+        reanimate(&["dead-letters", "show", "no-such-message"])
+            .status
+            .code(),
         Some(3)
     );
 }

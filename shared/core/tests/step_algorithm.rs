@@ -1502,31 +1502,103 @@ fn text_that_sqs_refuses_travels_escaped() {
 #[test]
 fn zz_fan_in_all_at_once() {
     for seed in 0..20u64 {
-    let sim = Simulation::new(
-        Registry::new().with(Probe),
-        seed,
-        Faults {
-            concurrency: 2,
-            processes: 1,
-            ..Faults::none()
-        },
-    );
-    id(start(&sim, "parent", json!({ "children": 30, "progress": 1 })));
-    // start every child
-    let starts = queued(&sim);
-    for s in starts { id(handle(&sim, s)); }
-    let mut msgs = queued(&sim);
-    // shuffle deterministically
-    let mut rng = reanimate_core::random::SplitMix64::new(seed);
-    for i in (1..msgs.len()).rev() { let j = rng.below(i as u64 + 1) as usize; msgs.swap(i, j); }
-    assert_eq!(msgs.len(), 60);
-    let handlers = msgs.into_iter().map(|e| sim.runtime().handle(e)).collect();
-    let results = run_concurrently(&sim, handlers);
-    for r in &results { assert!(matches!(r, Ok(Disposition::Applied{..}) | Ok(Disposition::Deferred{..})), "{r:?}"); }
-    for env in queued(&sim) { let _ = handle(&sim, env); }
-    let ev = events(&sim, "parent");
-    let completed = ev.iter().filter(|e| e.starts_with("completed")).count();
-    let progress = ev.iter().filter(|e| e.starts_with("progress")).count();
-    assert_eq!((completed, progress), (30, 30), "seed {seed}: {ev:?} {:?}", record(&sim, "parent").waiting.children);
+        let sim = Simulation::new(
+            Registry::new().with(Probe),
+            seed,
+            Faults {
+                concurrency: 2,
+                processes: 1,
+                ..Faults::none()
+            },
+        );
+        id(start(
+            &sim,
+            "parent",
+            json!({ "children": 30, "progress": 1 }),
+        ));
+        // start every child
+        let starts = queued(&sim);
+        for s in starts {
+            id(handle(&sim, s));
+        }
+        let mut msgs = queued(&sim);
+        // shuffle deterministically
+        let mut rng = reanimate_core::random::SplitMix64::new(seed);
+        for i in (1..msgs.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            msgs.swap(i, j);
+        }
+        assert_eq!(msgs.len(), 60);
+        let handlers = msgs.into_iter().map(|e| sim.runtime().handle(e)).collect();
+        let results = run_concurrently(&sim, handlers);
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Ok(Disposition::Applied { .. }) | Ok(Disposition::Deferred { .. })
+                ),
+                "{r:?}"
+            );
+        }
+        for env in queued(&sim) {
+            let _ = handle(&sim, env);
+        }
+        let ev = events(&sim, "parent");
+        let completed = ev.iter().filter(|e| e.starts_with("completed")).count();
+        let progress = ev.iter().filter(|e| e.starts_with("progress")).count();
+        assert_eq!(
+            (completed, progress),
+            (30, 30),
+            "seed {seed}: {ev:?} {:?}",
+            record(&sim, "parent").waiting.children
+        );
     }
+}
+
+#[test]
+fn a_winner_that_dies_before_sending_has_its_outbox_sent_by_the_handler_that_replaces_it() {
+    let sim = interleaving_sim();
+    id(start(&sim, "p", json!({})));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    // Two processes load version 1 of p together.
+    let mut winner = Box::pin(
+        sim.process(0)
+            .handle(signal_env("a", "p", "ping", json!("t"))),
+    );
+    let mut loser = Box::pin(
+        sim.process(1)
+            .handle(signal_env("b", "p", "n", Value::Null)),
+    );
+    // Each port call yields before and after its effect: two polls each, and both have read it.
+    for _ in 0..2 {
+        assert!(winner.as_mut().poll(&mut cx).is_pending());
+        assert!(loser.as_mut().poll(&mut cx).is_pending());
+    }
+    // The winner saves version 2 (its signal to t in the outbox) and dies before sending it.
+    while record(&sim, "p").version < 2 {
+        assert!(winner.as_mut().poll(&mut cx).is_pending());
+    }
+    drop(winner);
+    sim.process(0).forget_process_memory();
+    assert!(sim.queue().is_empty(), "nothing was sent");
+    // The loser re-runs on version 2 (after its backoff) and replaces it: the winner's signal
+    // goes out with its step.
+    let result = loop {
+        if let Poll::Ready(r) = loser.as_mut().poll(&mut cx) {
+            break r;
+        }
+        if let (1, Some(wake)) = sim.clock().sleepers() {
+            sim.clock().advance_to(wake);
+        }
+    };
+    assert!(
+        matches!(result, Ok(Disposition::Applied { version: 3, .. })),
+        "{result:?}"
+    );
+    let sent = queued(&sim);
+    assert!(
+        sent.iter().any(|e| e.target.as_str() == "t"
+            && matches!(&e.event, Event::Signal { name, .. } if name == "pinged")),
+        "the dead winner's signal was sent: {sent:?}"
+    );
 }
