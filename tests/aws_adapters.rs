@@ -69,6 +69,22 @@ async fn create_queue(clients: &Clients, name: &str) -> Route {
     Route { url, arn }
 }
 
+/// A global secondary index keyed by (hash, range), as the template declares them.
+fn index(name: &str, (hash, range): (&str, &str), projection: Projection) -> GlobalSecondaryIndex {
+    let key = |name: &str, kind| {
+        ok(KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build())
+    };
+    ok(GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key(hash, KeyType::Hash))
+        .key_schema(key(range, KeyType::Range))
+        .projection(projection)
+        .build())
+}
+
 /// Creates the stack's resources (what the template will declare) under fresh names.
 async fn stack() -> Stack {
     let clients = Clients::from_env().await;
@@ -94,17 +110,14 @@ async fn stack() -> Stack {
         .attribute_definitions(ok(attr("id", ScalarAttributeType::S)))
         .attribute_definitions(ok(attr("outbox_pending", ScalarAttributeType::S)))
         .attribute_definitions(ok(attr("outbox_pending_since", ScalarAttributeType::N)))
-        .global_secondary_indexes(ok(GlobalSecondaryIndex::builder()
-            .index_name(reanimate_aws::dynamo::OUTBOX_PENDING_INDEX)
-            .key_schema(ok(key("outbox_pending", KeyType::Hash)))
-            .key_schema(ok(key("outbox_pending_since", KeyType::Range)))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::Include)
-                    .non_key_attributes("version")
-                    .build(),
-            )
-            .build()))
+        .global_secondary_indexes(index(
+            reanimate_aws::dynamo::OUTBOX_PENDING_INDEX,
+            ("outbox_pending", "outbox_pending_since"),
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("version")
+                .build(),
+        ))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
@@ -129,16 +142,13 @@ async fn stack() -> Stack {
         .attribute_definitions(ok(attr("id", ScalarAttributeType::S)))
         .attribute_definitions(ok(attr("status", ScalarAttributeType::S)))
         .attribute_definitions(ok(attr("created_at", ScalarAttributeType::N)))
-        .global_secondary_indexes(ok(GlobalSecondaryIndex::builder()
-            .index_name(reanimate_aws::dynamo::INBOX_STATUS_INDEX)
-            .key_schema(ok(key("status", KeyType::Hash)))
-            .key_schema(ok(key("created_at", KeyType::Range)))
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()))
+        .global_secondary_indexes(index(
+            reanimate_aws::dynamo::INBOX_STATUS_INDEX,
+            ("status", "created_at"),
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        ))
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

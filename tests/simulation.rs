@@ -186,18 +186,7 @@ fn every_seed_under_faults_ends_as_the_fault_free_run() {
     });
     let mut f = reanimate_core::sim::SimStats::default();
     for s in &stats {
-        f.handled += s.handled;
-        f.duplicates += s.duplicates;
-        f.crashes += s.crashes;
-        f.restarts += s.restarts;
-        f.retried += s.retried;
-        f.ignored += s.ignored;
-        f.conflicts += s.conflicts;
-        f.deferred += s.deferred;
-        f.late_copies += s.late_copies;
-        f.port_failures += s.port_failures;
-        f.ambiguous_saves += s.ambiguous_saves;
-        f.swept += s.swept;
+        f += s;
     }
     eprintln!(
         "{} seeds agree with the fault-free run; faults exercised: {f:?}",

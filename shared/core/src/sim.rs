@@ -136,6 +136,25 @@ pub struct SimStats {
     pub swept: u64,
 }
 
+impl std::ops::AddAssign<&SimStats> for SimStats {
+    fn add_assign(&mut self, other: &SimStats) {
+        self.handled += other.handled;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.ignored += other.ignored;
+        self.retried += other.retried;
+        self.deferred += other.deferred;
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.late_copies += other.late_copies;
+        self.answers_refused += other.answers_refused;
+        self.conflicts += other.conflicts;
+        self.port_failures += other.port_failures;
+        self.ambiguous_saves += other.ambiguous_saves;
+        self.swept += other.swept;
+    }
+}
+
 enum Choice {
     Start,
     Poll,

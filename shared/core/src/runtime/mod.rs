@@ -302,45 +302,30 @@ where
             }
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let now = self.clock.now();
-            let version_read = expected.unwrap_or(0);
             let planned = plan::plan(atom, self.known(), current.take(), decoded, &envelope, now)?;
             let (mut next, decoded, size) = match planned {
                 Plan::Drop {
                     disposition,
                     effects,
                 } => {
-                    let sent = self
-                        .send_unsaved(&envelope.target, expected, carried, effects, flushed_loaded)
+                    let unsaved = Unsaved {
+                        carried,
+                        effects,
+                        flushed_loaded,
+                    };
+                    self.settle_unsaved(&envelope.target, expected, warm, unsaved)
                         .await?;
-                    if let Some(warm) = warm {
-                        // Nothing changed: what this process knows of that version still holds
-                        // (except the decoded state, which the plan consumed).
-                        let warm = WarmState {
-                            outbox_sent: sent,
-                            ..warm
-                        };
-                        self.warm.put(&envelope.target, version_read, warm);
-                    }
                     log_drop(&disposition);
                     return Ok(disposition);
                 }
                 Plan::Defer { delay, reason } => {
-                    let sent = self
-                        .send_unsaved(
-                            &envelope.target,
-                            expected,
-                            carried,
-                            Vec::new(),
-                            flushed_loaded,
-                        )
+                    let unsaved = Unsaved {
+                        carried,
+                        effects: Vec::new(),
+                        flushed_loaded,
+                    };
+                    self.settle_unsaved(&envelope.target, expected, warm, unsaved)
                         .await?;
-                    if let Some(warm) = warm {
-                        let warm = WarmState {
-                            outbox_sent: sent,
-                            ..warm
-                        };
-                        self.warm.put(&envelope.target, version_read, warm);
-                    }
                     return self.defer(envelope, Some(delay), reason).await;
                 }
                 Plan::Save {
@@ -462,20 +447,45 @@ where
         disposition: Disposition,
     ) -> Result<Disposition> {
         if let Some(record) = &mut current {
-            let (warm, unsent) = self.take_unsent_outbox(record);
-            let sent = self
-                .send_unsaved(&record.id, Some(record.version), unsent, Vec::new(), false)
+            let (warm, carried) = self.take_unsent_outbox(record);
+            let unsaved = Unsaved {
+                carried,
+                effects: Vec::new(),
+                flushed_loaded: false,
+            };
+            self.settle_unsaved(&record.id, Some(record.version), warm, unsaved)
                 .await?;
-            if let Some(warm) = warm {
-                let warm = WarmState {
-                    outbox_sent: sent,
-                    ..warm
-                };
-                self.warm.put(&record.id, record.version, warm);
-            }
         }
         log_drop(&disposition);
         Ok(disposition)
+    }
+
+    /// A message that replaces nothing: what must go out for the version read goes out (see
+    /// [`Runtime::send_unsaved`]), and what this process knows of that version still holds, but
+    /// for the decoded state the plan consumed.
+    async fn settle_unsaved(
+        &self,
+        id: &InstanceId,
+        version: Option<u64>,
+        warm: Option<WarmState>,
+        unsaved: Unsaved,
+    ) -> Result<()> {
+        let Unsaved {
+            carried,
+            effects,
+            flushed_loaded,
+        } = unsaved;
+        let sent = self
+            .send_unsaved(id, version, carried, effects, flushed_loaded)
+            .await?;
+        if let (Some(warm), Some(version)) = (warm, version) {
+            let warm = WarmState {
+                outbox_sent: sent,
+                ..warm
+            };
+            self.warm.put(id, version, warm);
+        }
+        Ok(())
     }
 
     /// Sends the outbox of a version that was just saved. On failure the record is marked for the
@@ -639,6 +649,15 @@ where
         let size = failed.stored_size_bound(failed.outbox.iter().map(crate::text::json_len).sum());
         Ok(Some((failed, size)))
     }
+}
+
+/// What a message that replaces nothing must still send: the stored effects of the version read
+/// that this process cannot know went out (`carried`), the message's own (`effects`), and whether
+/// the loaded outbox already went out before planning (`flushed_loaded`).
+struct Unsaved {
+    carried: Vec<Effect>,
+    effects: Vec<Effect>,
+    flushed_loaded: bool,
 }
 
 fn log_drop(disposition: &Disposition) {
