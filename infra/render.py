@@ -307,6 +307,24 @@ Resources:
                 Action: lambda:InvokeFunction
                 Resource: !GetAtt SweeperFunction.Arn
 
+  # The sweeper fails an invocation when an outbox still cannot be sent: five minutes of that
+  # (a queue gone, a permission missing after a redeploy) is an alarm.
+  SweeperFailingAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmDescription: "sweeper: outboxes that still cannot be sent (its log says which)"
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Dimensions:
+        - {{Name: FunctionName, Value: !Ref SweeperFunction}}
+      Statistic: Sum
+      Period: 60
+      EvaluationPeriods: 5
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
   SweeperSchedule:
     Type: AWS::Scheduler::Schedule
     Properties:

@@ -927,6 +927,40 @@ async fn text_sqs_refuses_and_the_longest_ids_go_through_queues_and_schedules() 
     let record = stack.record(&long).await;
     let detail = record.history.back().map(|h| h.detail.clone());
     assert_eq!(detail.as_deref(), Some(format!("strange{odd}").as_str()));
+    // Ids derived from the longest root (a child's, a request's) are longer still: they are
+    // stored and read back, and the inbox lists such a request.
+    let parent = format!("p{}", "é".repeat(reanimate_core::ids::MAX_ID_BYTES / 2 - 1));
+    stack
+        .start(
+            "fan-out",
+            &parent,
+            json!({"workers": 1, "items_per_worker": 1, "page_size": 1}),
+        )
+        .await;
+    let asker = format!("a{}", "é".repeat(reanimate_core::ids::MAX_ID_BYTES / 2 - 1));
+    stack
+        .start(
+            "approval",
+            &asker,
+            json!({"question": "Long?", "timeout_secs": 3600}),
+        )
+        .await;
+    stack
+        .pump_until(LIMIT, async |s| {
+            s.status(&parent).await == Some(Status::Completed) && s.status(&asker).await.is_some()
+        })
+        .await;
+    let open = stack
+        .runtime
+        .inbox()
+        .list_open()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        open.iter().any(|e| e.request.instance.as_str() == asker
+            && e.request.id.as_str().len() > reanimate_core::ids::MAX_ID_BYTES),
+        "the long request is listed"
+    );
     // A bad record whose reason holds such characters still reaches the dead-letter queue.
     stack
         .send_raw("countdown", &format!("not json {}", '\u{2603}'))

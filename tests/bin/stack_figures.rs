@@ -77,11 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before = counters.snapshot();
     let mut latencies = Vec::with_capacity(steps);
     for n in 1..=steps {
-        let event = Event::Signal {
-            name: "extend".into(),
-            payload: json!({"by": 1}),
-            seq: None,
-        };
+        let event = Event::signal("extend", json!({"by": 1}));
         let envelope = Envelope::new(message(n)?, id.clone(), "countdown", event);
         let t = Instant::now();
         runtime.handle(envelope).await?;
@@ -147,11 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     wait_for_version(1).await?;
     let mut round = Vec::with_capacity(round_trips);
     for n in 1..=round_trips {
-        let event = Event::Signal {
-            name: "extend".into(),
-            payload: json!({"by": 1}),
-            seq: None,
-        };
+        let event = Event::signal("extend", json!({"by": 1}));
         let t = Instant::now();
         send(Envelope::new(
             MessageId::new(format!("r-{run}-{n}"))?,

@@ -56,11 +56,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
             notify: None,
         },
     )?;
-    let extend = Event::Signal {
-        name: "extend".into(),
-        payload: json!(Extend { by: 1 }),
-        seq: None,
-    };
+    let extend = Event::signal("extend", json!(Extend { by: 1 }));
     sim.send_after(
         Duration::from_secs(HOUR),
         envelope(
@@ -70,11 +66,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
             extend,
         )?,
     );
-    let unknown = Event::Signal {
-        name: "pause".into(),
-        payload: Value::Null,
-        seq: None,
-    };
+    let unknown = Event::signal("pause", Value::Null);
     sim.send_after(
         Duration::from_secs(2 * HOUR),
         envelope(
@@ -97,11 +89,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         },
     )?;
     for hour in [1, 2] {
-        let extend = Event::Signal {
-            name: "extend".into(),
-            payload: json!(Extend { by: 1 }),
-            seq: None,
-        };
+        let extend = Event::signal("extend", json!(Extend { by: 1 }));
         let id = format!("client:countdown-race:extend-{hour}");
         sim.send_after(
             Duration::from_secs(hour * HOUR),
@@ -222,11 +210,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         },
     )?;
     for hour in 1..=5 {
-        let nudge = Event::Signal {
-            name: "nudge".into(),
-            payload: json!(hour),
-            seq: None,
-        };
+        let nudge = Event::signal("nudge", json!(hour));
         let id = format!("client:fan-in-200:nudge-{hour}");
         sim.send_after(
             Duration::from_secs(hour * HOUR),

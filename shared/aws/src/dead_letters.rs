@@ -46,6 +46,18 @@ pub struct Redriven {
     pub sent: BTreeMap<String, usize>,
 }
 
+/// A dead letter's body as it goes back: an envelope starts again with no deferrals (it may have
+/// used them all up under contention); anything else goes back as it was.
+fn fresh_body(body: &str) -> String {
+    match reanimate_core::Envelope::from_json(body) {
+        Ok(mut envelope) if envelope.deferrals > 0 => {
+            envelope.deferrals = 0;
+            envelope.to_json()
+        }
+        _ => body.to_string(),
+    }
+}
+
 /// The `atom` of an output prefix: `BulkEmailAnalysis` → `bulk-email-analysis` (the inverse of
 /// [`crate::config::output_name`]).
 pub fn atom_of(prefix: &str) -> String {
@@ -161,8 +173,11 @@ impl DeadLetterQueues {
     }
 
     /// Sends the selected dead letters (all, or the one with `only` as message id) back to their
-    /// atom's queue, deleting each from the dead-letter queue once it is sent.
+    /// atom's queue, deleting each from the dead-letter queue once it is sent. Only what was there
+    /// when the redrive began is sent: a message refused again lands back as a new dead letter,
+    /// which waits for the next redrive.
     pub async fn redrive(&self, atom: Option<&str>, only: Option<&str>) -> Result<Redriven> {
+        let began = Timestamp::now_utc();
         let mut report = Redriven::default();
         for queue in self.selected(atom) {
             let mut empty_rounds = 0;
@@ -175,11 +190,13 @@ impl DeadLetterQueues {
                 }
                 let mut moved = 0;
                 for (letter, (receipt, attributes)) in received {
-                    if only.is_some_and(|id| id != letter.message_id) {
+                    let arrived_since = letter.sent_at.is_some_and(|at| at >= began);
+                    if arrived_since || only.is_some_and(|id| id != letter.message_id) {
                         self.release(queue, &receipt).await?;
                         continue;
                     }
-                    self.send_back(queue, &letter.body, attributes).await?;
+                    self.send_back(queue, &fresh_body(&letter.body), attributes)
+                        .await?;
                     self.counters.count(Service::Sqs, "DeleteMessage");
                     self.sqs
                         .delete_message()
@@ -285,6 +302,14 @@ impl DeadLetterQueues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redriven_envelope_starts_again_with_no_deferrals() {
+        let body = r#"{"schema":1,"id":"m","target":"t","atom":"a","event":{"kind":"signal","name":"n"},"deferrals":30}"#;
+        let fresh = fresh_body(body);
+        assert!(!fresh.contains("deferrals"), "{fresh}");
+        assert_eq!(fresh_body("not json"), "not json");
+    }
 
     #[test]
     fn atoms_are_found_from_the_stack_outputs() {

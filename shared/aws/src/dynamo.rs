@@ -18,7 +18,7 @@ use reanimate_core::event::ParentLink;
 use reanimate_core::ids::InstanceId as Id;
 use reanimate_core::ports::{AnswerRecord, InboxEntry, RequestStatus, SaveOutcome};
 use reanimate_core::record::{
-    Effect, HistoryEntry, InstanceRecord, RecentMessages, RequestOutcome, SeqSet, Status,
+    Effect, HistoryEntry, InstanceRecord, RecentMessages, RequestOutcome, SenderSignals, Status,
     UserRequest, Waiting,
 };
 use reanimate_core::{Error, InstanceId, RequestId, Result, Timestamp};
@@ -81,7 +81,7 @@ struct BodyRef<'a> {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     signals_sent: &'a BTreeMap<Id, u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    signals_received: &'a BTreeMap<Id, SeqSet>,
+    signals_received: &'a BTreeMap<Id, SenderSignals>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     tombstone: bool,
     progress_sent: u64,
@@ -104,7 +104,7 @@ struct Body {
     #[serde(default)]
     signals_sent: BTreeMap<Id, u64>,
     #[serde(default)]
-    signals_received: BTreeMap<Id, SeqSet>,
+    signals_received: BTreeMap<Id, SenderSignals>,
     #[serde(default)]
     tombstone: bool,
     /// Where the outbox was kept before it became an attribute of its own.

@@ -145,11 +145,17 @@ pub async fn handle_event(
                 .saturating_sub(RESPONSE_MARGIN.as_millis() as u64),
         )
     });
-    // Group by instance, keeping arrival order; a body that is not an envelope stands alone.
+    // Group by instance, keeping arrival order. A body that is not an envelope stands alone, and
+    // so does each activity call: calls of one instance run side by side (their outcomes are
+    // journaled by conditional writes), rather than one waiting out the other's time limit.
     let mut groups: Vec<(Option<String>, Vec<Parsed<'_>>)> = Vec::new();
     for message in &event.records {
         let parsed = Envelope::from_json(message.body.as_deref().unwrap_or(""));
-        let key = parsed.as_ref().ok().map(|e| e.target.to_string());
+        let key = parsed
+            .as_ref()
+            .ok()
+            .filter(|e| !matches!(e.event, reanimate_core::Event::Call { .. }))
+            .map(|e| e.target.to_string());
         match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
             Some((_, records)) => records.push((message, parsed)),
             None => groups.push((key, vec![(message, parsed)])),
@@ -301,6 +307,14 @@ pub fn serve_sweeper() -> ServeFuture {
             move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
                 let deadline = Timestamp::from_millis(event.context.deadline);
                 let report = sweep_until(runtime, deadline).await?;
+                if let Some((id, reason)) = report.failed.first() {
+                    // A failed invocation: the sweeper's error alarm watches for these.
+                    return Err(lambda_runtime::Error::from(format!(
+                        "{} of {} outboxes still cannot be sent (first: {id}: {reason})",
+                        report.failed.len(),
+                        report.found
+                    )));
+                }
                 Ok::<_, lambda_runtime::Error>(serde_json::to_value(report)?)
             },
         );

@@ -43,14 +43,38 @@ pub struct Clients {
     pub config: aws_config::SdkConfig,
 }
 
+/// Each call to the services a step depends on (DynamoDB, SQS, Scheduler, EventBridge) gives up
+/// after this: a call that hangs becomes an error (the outbox is then marked for the sweeper)
+/// rather than running into the invocation's deadline. Model calls have limits of their own.
+pub const SERVICE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Clients {
     pub async fn from_env() -> Self {
         let shared = aws_config::load_from_env().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(SERVICE_CALL_TIMEOUT)
+            .build();
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(&shared),
-            sqs: aws_sdk_sqs::Client::new(&shared),
-            scheduler: aws_sdk_scheduler::Client::new(&shared),
-            events: aws_sdk_eventbridge::Client::new(&shared),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&shared)
+                    .timeout_config(timeouts.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&shared)
+                    .timeout_config(timeouts.clone())
+                    .build(),
+            ),
+            scheduler: aws_sdk_scheduler::Client::from_conf(
+                aws_sdk_scheduler::config::Builder::from(&shared)
+                    .timeout_config(timeouts.clone())
+                    .build(),
+            ),
+            events: aws_sdk_eventbridge::Client::from_conf(
+                aws_sdk_eventbridge::config::Builder::from(&shared)
+                    .timeout_config(timeouts)
+                    .build(),
+            ),
             // Path-style addressing: LocalStack's endpoint has no per-bucket host names.
             s3: aws_sdk_s3::Client::from_conf(
                 aws_sdk_s3::config::Builder::from(&shared)

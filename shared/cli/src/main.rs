@@ -222,7 +222,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             client::start(
                 dispatcher,
                 MessageId::new(format!("start:{id}"))?,
-                InstanceId::new(&id)?,
+                InstanceId::root(&id)?,
                 &atom,
                 input,
             )

@@ -20,7 +20,8 @@ async fn send_one(dispatcher: &impl Dispatcher, envelope: Envelope) -> Result<()
         .await
 }
 
-/// Starts a root instance. Re-sending the same `message` is applied once.
+/// Starts a root instance (its id must have a root's shape, see `InstanceId::root`). Re-sending
+/// the same `message` is applied once.
 pub async fn start(
     dispatcher: &impl Dispatcher,
     message: MessageId,
@@ -28,6 +29,7 @@ pub async fn start(
     atom: &str,
     input: Value,
 ) -> Result<()> {
+    instance.check_root()?;
     send_one(dispatcher, Envelope::start(message, instance, atom, input)).await
 }
 
@@ -39,11 +41,7 @@ pub async fn signal(
     name: &str,
     payload: Value,
 ) -> Result<()> {
-    let event = Event::Signal {
-        name: name.to_string(),
-        payload,
-        seq: None,
-    };
+    let event = Event::signal(name, payload);
     send_one(dispatcher, Envelope::new(message, instance, atom, event)).await
 }
 

@@ -93,10 +93,8 @@ impl Envelope {
 
     /// Checks the ids of an envelope that arrived from outside (serde does not validate them).
     pub fn check_ids(&self) -> Result<()> {
-        use crate::ids::MAX_DERIVED_ID_BYTES;
-        // Runtime-derived ids carry suffixes beyond an instance id's length.
-        let message_limit = MAX_DERIVED_ID_BYTES + 64;
-        self.id.check(message_limit)?;
+        use crate::ids::{MAX_DERIVED_ID_BYTES, MAX_STORED_ID_BYTES};
+        self.id.check(MAX_STORED_ID_BYTES)?;
         self.target.check(MAX_DERIVED_ID_BYTES)?;
         if let Some(sender) = &self.sender {
             sender.check(MAX_DERIVED_ID_BYTES)?;

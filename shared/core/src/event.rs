@@ -15,6 +15,10 @@ pub struct ParentLink {
     pub tag: String,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// An event on the wire.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -67,6 +71,10 @@ pub enum Event {
         /// the target applies each one once however late a copy arrives.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// With `seq`: the sender's creation time (milliseconds), which tells the lives of a
+        /// reused instance id apart.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        epoch: u64,
     },
     /// Cancel this instance and everything it started.
     CancelRequested {
@@ -85,6 +93,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// A signal from outside (a client): no sender, so no sequence; its message id is its guard.
+    pub fn signal(name: impl Into<String>, payload: Value) -> Self {
+        Event::Signal {
+            name: name.into(),
+            payload,
+            seq: None,
+            epoch: 0,
+        }
+    }
+
     /// Which one of its kind, for the history: a child's tag, a timer's or signal's name, a
     /// request id, a call's tag.
     pub fn detail(&self) -> String {

@@ -10,9 +10,14 @@ use std::fmt;
 /// Longest id accepted from outside. DynamoDB keys allow 2048 bytes; child ids grow with depth.
 pub const MAX_ID_BYTES: usize = 1024;
 
-/// Longest id the runtime derives (a child's id grows with the depth of its tree): what still
-/// fits a DynamoDB key (2,048 bytes) with room for the suffixes of the ids derived from it.
+/// Longest instance id the runtime derives (a child's id grows with the depth of its tree): what
+/// still fits a DynamoDB key (2,048 bytes) with room for the suffixes of the ids derived from it.
 pub const MAX_DERIVED_ID_BYTES: usize = 1_900;
+
+/// Longest id of any kind the runtime writes: a derived instance id with the suffix of a message,
+/// timer or request id derived from it. What is read back (a stored record, a message) is
+/// checked against this.
+pub const MAX_STORED_ID_BYTES: usize = MAX_DERIVED_ID_BYTES + 64;
 
 /// The separators of derived ids (`{parent}/{v}.{i}`, `{instance}@{v}.{i}`, `{instance}?{v}.{i}`):
 /// a root id may not contain them, so it can never take the shape of a derived one.
@@ -26,11 +31,12 @@ macro_rules! string_id {
         pub struct $name(String);
 
         impl $name {
-            /// Accepts any non-empty id of at most [`MAX_ID_BYTES`] bytes without control
-            /// characters or characters SQS refuses.
+            /// Accepts any non-empty id of at most [`MAX_STORED_ID_BYTES`] bytes without control
+            /// characters or characters SQS refuses: any id the runtime may have written (a new
+            /// root's id is checked more strictly, see `InstanceId::root`).
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
-                validate(stringify!($name), &id, MAX_ID_BYTES)?;
+                validate(stringify!($name), &id, MAX_STORED_ID_BYTES)?;
                 Ok(Self(id))
             }
 
@@ -121,11 +127,14 @@ impl InstanceId {
 
     /// True when this id is one `parent` derived for a child: `{parent}/{version}.{index}`.
     pub fn is_child_of(&self, parent: &InstanceId) -> bool {
-        self.0
-            .strip_prefix(parent.as_str())
-            .and_then(|rest| rest.strip_prefix('/'))
-            .and_then(|slot| slot.split_once('.'))
-            .is_some_and(|(version, index)| is_number(version) && is_number(index))
+        self.derived_parent() == Some(parent.as_str())
+    }
+
+    /// The id of the parent that derived this one, if it has a child's shape.
+    pub fn derived_parent(&self) -> Option<&str> {
+        let (parent, slot) = self.0.rsplit_once('/')?;
+        let (version, index) = slot.split_once('.')?;
+        (is_number(version) && is_number(index) && !parent.is_empty()).then_some(parent)
     }
 }
 
@@ -201,7 +210,13 @@ mod tests {
     fn rejects_bad_ids() {
         assert!(InstanceId::new("").is_err());
         assert!(InstanceId::new("a\nb").is_err());
-        assert!(InstanceId::new("x".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert!(InstanceId::root("x".repeat(MAX_ID_BYTES + 1)).is_err());
+        assert!(InstanceId::root("x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(
+            InstanceId::new("x".repeat(MAX_ID_BYTES + 100)).is_ok(),
+            "a derived id, longer than a root's, reads back"
+        );
+        assert!(InstanceId::new("x".repeat(MAX_STORED_ID_BYTES + 1)).is_err());
         let err = InstanceId::new("a\u{fffe}b").unwrap_err();
         assert!(err.reason.contains("U+FFFE"), "{err}");
         assert_eq!(

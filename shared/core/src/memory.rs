@@ -297,9 +297,7 @@ impl InstanceStore for MemoryStore {
             .get(id)
             .is_some_and(|r| r.version == version)
         {
-            lock(&self.pending)
-                .entry(id.clone())
-                .or_insert((version, since));
+            lock(&self.pending).insert(id.clone(), (version, since));
         }
         self.hazards.leave().await;
         Ok(())

@@ -39,7 +39,8 @@ pub trait InstanceStore: Send + Sync {
     ) -> impl Future<Output = Result<SaveOutcome>> + Send;
 
     /// Marks version `version` of `id` as having an outbox that could not be sent, so the
-    /// sweeper finds it; does nothing if the record has moved on.
+    /// sweeper finds it from `since` on (a later mark replaces an earlier one); does nothing if
+    /// the record has moved on.
     fn mark_outbox_pending(
         &self,
         id: &InstanceId,

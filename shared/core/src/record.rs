@@ -16,10 +16,15 @@ pub const MAX_RECORD_BYTES: usize = 350_000;
 /// them). Small on purpose: the history is rewritten with the record on every step.
 pub const HISTORY_ENTRIES: usize = 32;
 
-/// How many ids of applied messages from outside an instance remembers. Only client signals
-/// rely on it: every other event has a guard of its own in the record (see ARCHITECTURE.md), so
-/// the flood of a fan-in never pushes a client's signal out of it.
-pub const RECENT_MESSAGES: usize = 128;
+/// How many ids of applied messages from outside an instance remembers, at most. Only client
+/// signals rely on them: every other event has a guard of its own in the record (see
+/// ARCHITECTURE.md), so the flood of a fan-in never pushes a client's signal out.
+pub const RECENT_MESSAGES: usize = 1024;
+
+/// How long an instance remembers a client signal's id: the longest SQS keeps a message (its
+/// retention, which the template sets to 14 days for the dead-letter queues), after which no copy
+/// of it can arrive.
+pub const CLIENT_MESSAGE_MEMORY: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,7 +76,7 @@ pub struct InstanceRecord {
     pub signals_sent: BTreeMap<InstanceId, u64>,
     /// The signals applied from each instance that signalled this one, by sequence number.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub signals_received: BTreeMap<InstanceId, SeqSet>,
+    pub signals_received: BTreeMap<InstanceId, SenderSignals>,
     /// A cancel arrived before the instance existed: this record stands in for it, cancelled, and
     /// a later start is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -132,7 +137,7 @@ impl InstanceRecord {
         const ENTRY: usize = 128;
         let ids = |a: &str, b: &str, c: &str| a.len() + b.len() + c.len() + ENTRY;
         let mut size = 16 * FIELD + self.id.as_str().len() + self.atom.len() + self.state.len();
-        size += self.applied.len() * 21;
+        size += self.applied.len() * 44;
         size += self
             .signals_sent
             .keys()
@@ -141,7 +146,7 @@ impl InstanceRecord {
         size += self
             .signals_received
             .iter()
-            .map(|(id, seqs)| id.as_str().len() + 2 * FIELD + seqs.above.len() * 21)
+            .map(|(id, from)| id.as_str().len() + 3 * FIELD + from.seqs.above.len() * 21)
             .sum::<usize>();
         if let Some(parent) = &self.parent {
             size += ids(parent.id.as_str(), &parent.atom, &parent.tag);
@@ -353,21 +358,48 @@ impl SeqSet {
     }
 }
 
-/// A bounded, ordered memory of applied message fingerprints.
+/// The ids of the client signals an instance applied, as fingerprints with the time they were
+/// applied: each for [`CLIENT_MESSAGE_MEMORY`], and at most [`RECENT_MESSAGES`] of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RecentMessages(VecDeque<u64>);
+pub struct RecentMessages(VecDeque<Remembered>);
+
+/// One remembered id: `[fingerprint, applied at]` (a bare fingerprint from an older runtime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Remembered {
+    Timed(u64, Timestamp),
+    Bare(u64),
+}
+
+impl Remembered {
+    fn fingerprint(self) -> u64 {
+        match self {
+            Remembered::Timed(fingerprint, _) | Remembered::Bare(fingerprint) => fingerprint,
+        }
+    }
+}
 
 impl RecentMessages {
     pub fn contains(&self, id: &MessageId) -> bool {
-        self.0.contains(&id.fingerprint())
+        let fingerprint = id.fingerprint();
+        self.0.iter().any(|r| r.fingerprint() == fingerprint)
     }
 
-    pub fn remember(&mut self, id: &MessageId) {
+    /// Remembers `id`, applied at `now`, forgetting what is older than [`CLIENT_MESSAGE_MEMORY`]
+    /// and, past [`RECENT_MESSAGES`] ids, the oldest.
+    pub fn remember(&mut self, id: &MessageId, now: Timestamp) {
+        let horizon = now
+            .as_millis()
+            .saturating_sub(CLIENT_MESSAGE_MEMORY.as_millis() as u64);
+        self.0.retain(|r| match r {
+            Remembered::Timed(_, at) => at.as_millis() >= horizon,
+            Remembered::Bare(_) => true,
+        });
         if self.0.len() >= RECENT_MESSAGES {
             self.0.pop_front();
         }
-        self.0.push_back(id.fingerprint());
+        self.0.push_back(Remembered::Timed(id.fingerprint(), now));
     }
 
     pub fn len(&self) -> usize {
@@ -377,6 +409,15 @@ impl RecentMessages {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// The signals applied from one sender, by sequence number, for one life of that sender's id
+/// (`epoch`: its creation time; an id reused after its record expired starts a new life).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderSignals {
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub seqs: SeqSet,
 }
 
 /// A side effect a step decided on, kept in the outbox until it is sent. Each is idempotent where
@@ -479,16 +520,29 @@ mod tests {
     }
 
     #[test]
-    fn recent_messages_are_bounded() {
+    fn recent_messages_are_bounded_in_number_and_time() {
         let mut r = RecentMessages::default();
         let ids: Vec<MessageId> = (0..=RECENT_MESSAGES)
             .map(|i| MessageId::new(format!("m{i}")).unwrap_or_else(|e| panic!("{e}")))
             .collect();
+        let now = Timestamp(1_000_000_000_000);
         for id in &ids {
-            r.remember(id);
+            r.remember(id, now);
         }
         assert_eq!(r.len(), RECENT_MESSAGES);
-        assert!(!r.contains(&ids[0]), "the oldest id is forgotten");
+        assert!(
+            !r.contains(&ids[0]),
+            "past the number, the oldest id is forgotten"
+        );
         assert!(r.contains(&ids[RECENT_MESSAGES]));
+        let later = now
+            .plus(CLIENT_MESSAGE_MEMORY)
+            .plus(std::time::Duration::from_millis(1));
+        let fresh = MessageId::new("fresh").unwrap_or_else(|e| panic!("{e}"));
+        r.remember(&fresh, later);
+        assert_eq!(r.len(), 1, "what SQS can no longer deliver is forgotten");
+        // Records written by an older runtime hold bare fingerprints.
+        let old: RecentMessages = serde_json::from_str("[1, [2, 3]]").unwrap_or_default();
+        assert_eq!(old.len(), 2);
     }
 }

@@ -270,11 +270,7 @@ fn start(sim: &Simulation, instance: &str, input: Value) -> Result<Disposition> 
 }
 
 fn signal_env(msg: &str, instance: &str, name: &str, payload: Value) -> Envelope {
-    let event = Event::Signal {
-        name: name.into(),
-        payload,
-        seq: None,
-    };
+    let event = Event::signal(name, payload);
     Envelope::new(
         id(MessageId::new(msg)),
         id(InstanceId::new(instance)),
@@ -914,9 +910,13 @@ fn an_outcome_in_hand_survives_a_journal_conflict() {
         "n",
         Value::Null,
     ))));
+    // The journal write conflicts; the caller backs off before journaling on the new version.
     let result = loop {
         if let Poll::Ready(r) = caller.as_mut().poll(&mut cx) {
             break r;
+        }
+        if let (1, Some(wake)) = sim.clock().sleepers() {
+            sim.clock().advance_to(wake);
         }
     };
     assert!(

@@ -301,11 +301,7 @@ async fn main() -> Result<()> {
         json!({"workers": 2, "countdown": {"from": 7, "interval_secs": 86400}}),
     )
     .await?;
-    let extend = Event::Signal {
-        name: "extend".into(),
-        payload: json!({"by": 1}),
-        seq: None,
-    };
+    let extend = Event::signal("extend", json!({"by": 1}));
     live.send("countdown", &tick, &format!("extend:{tick}"), extend)
         .await?;
     println!("{:>7}  → signal extend to {tick}", live.clock());

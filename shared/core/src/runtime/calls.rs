@@ -173,25 +173,26 @@ where
     /// write of its own) before any step consumes it. Does nothing when the call is not pending,
     /// is not what the message claims, or its outcome is already journaled: that is how a
     /// redelivered message avoids running it twice.
+    /// Returns a reason to defer the message when the record kept changing under it.
     pub(super) async fn journal_call(
         &self,
         call: CallMessage<'_>,
         delivery: Delivery,
         current: &mut Option<InstanceRecord>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let mut outcome = None;
-        for _ in 0..MAX_CONFLICT_ATTEMPTS {
+        for attempt in 1..=MAX_CONFLICT_ATTEMPTS {
             let Some(record) = current.as_mut() else {
-                return Ok(());
+                return Ok(None);
             };
             if record.status.is_finished() {
-                return Ok(());
+                return Ok(None);
             }
             let Some(pending) = record.waiting.calls.get(call.id) else {
-                return Ok(());
+                return Ok(None);
             };
             if pending.outcome.is_some() || call.mismatch(record, pending).is_some() {
-                return Ok(());
+                return Ok(None);
             }
             let result = match outcome.take() {
                 Some(known) => known,
@@ -229,12 +230,15 @@ where
                     };
                     self.warm.put(&next.id, next.version, warm);
                     *current = Some(next);
-                    return Ok(());
+                    return Ok(None);
                 }
                 SaveOutcome::Conflict { current: latest } => {
                     // Keep the outcome in hand: if the call is still unjournaled on the record
                     // that won, it is journaled without running the activity again.
                     outcome = Some(result);
+                    if attempt < MAX_CONFLICT_ATTEMPTS {
+                        self.clock.sleep(self.backoff(attempt)).await;
+                    }
                     *current = match latest {
                         Some(record) => Some(*record),
                         None => self.store.load(&next.id).await?,
@@ -242,7 +246,7 @@ where
                 }
             }
         }
-        Err(Error::retryable(format!(
+        Ok(Some(format!(
             "{}: {MAX_CONFLICT_ATTEMPTS} conflicting saves while journaling its outcome",
             call.id
         )))
@@ -267,23 +271,23 @@ where
             .deadline
             .map(|deadline| now.until(deadline).saturating_sub(DEADLINE_RESERVE));
         let limit = left.map_or(runner.time_limit(), |left| left.min(runner.time_limit()));
-        let result = if limit.is_zero() {
-            Err(Error::retryable(format!(
+        if limit.is_zero() {
+            // Not a try: it never ran.
+            return Err(Error::retryable(format!(
                 "activity {activity}: no time left in this invocation to run it"
-            )))
-        } else {
-            let info = CallInfo {
-                id: call.id.clone(),
-                attempt: delivery.receive_count,
-                time_limit: limit,
-            };
-            match within(&self.clock, limit, runner.run(call.input.clone(), &info)).await {
-                Some(result) => result,
-                None => Err(Error::retryable(format!(
-                    "activity {activity} did not finish within {} s",
-                    limit.as_secs_f64()
-                ))),
-            }
+            )));
+        }
+        let info = CallInfo {
+            id: call.id.clone(),
+            attempt: delivery.receive_count,
+            time_limit: limit,
+        };
+        let result = match within(&self.clock, limit, runner.run(call.input.clone(), &info)).await {
+            Some(result) => result,
+            None => Err(Error::retryable(format!(
+                "activity {activity} did not finish within {} s",
+                limit.as_secs_f64()
+            ))),
         };
         match result {
             Ok(output) => Ok(CallOutcome::Completed { output }),

@@ -39,6 +39,19 @@ pub(super) fn lower_cancel_child(
     out.waiting.push(WaitChange::Cancelling(child.clone()));
 }
 
+/// A cancel for an instance that does not exist yet leaves a tombstone only if it could have been
+/// sent: from outside (a client), or, for a child's id, by the parent that derived it.
+pub(super) fn check_cancel_before_start(env: &Envelope) -> Result<()> {
+    match (&env.sender, env.target.derived_parent()) {
+        (None, _) => Ok(()),
+        (Some(sender), Some(parent)) if sender.as_str() == parent => Ok(()),
+        (Some(sender), _) => Err(Error::terminal(format!(
+            "cancel of {} from {sender} refused: only its parent or a client may cancel it",
+            env.target
+        ))),
+    }
+}
+
 /// The record a cancel leaves for an instance that does not exist yet: cancelled, with the
 /// cancel's reason, as if it had been cancelled right after its start.
 pub(super) fn tombstone(env: &Envelope, reason: &str, now: Timestamp) -> Plan {

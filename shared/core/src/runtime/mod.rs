@@ -264,8 +264,10 @@ where
         let mut current = self.store.load(&envelope.target).await?;
         // Work a message needs from the world before its step: an activity's outcome journaled,
         // an answer read from the inbox (or a deadline that lost to one).
-        if let Some(call) = calls::CallMessage::of(&envelope) {
-            self.journal_call(call, delivery, &mut current).await?;
+        if let Some(call) = calls::CallMessage::of(&envelope)
+            && let Some(reason) = self.journal_call(call, delivery, &mut current).await?
+        {
+            return self.defer(envelope, None, reason).await;
         }
         if let Some(drop) = self.resolve_answer(&mut envelope, current.as_ref()).await? {
             return self.drop_message(current, drop).await;
@@ -341,6 +343,10 @@ where
                         .await?
                     {
                         Some((failed, size)) => (failed, None, size),
+                        None if attempt >= MAX_CONFLICT_ATTEMPTS => {
+                            let reason = format!("{} kept changing under us", envelope.target);
+                            return self.defer(envelope, None, reason).await;
+                        }
                         None => {
                             // The record moved on meanwhile: plan again on what is there now.
                             current = self.store.load(&envelope.target).await?;
@@ -522,6 +528,7 @@ where
         stored_sent: bool,
     ) -> Result<bool> {
         let clear = stored_sent || !stored.is_empty();
+        let has_extra = !extra.is_empty();
         let mut effects = stored;
         effects.extend(extra);
         let result = if effects.is_empty() {
@@ -540,6 +547,10 @@ where
             (Ok(()), _) => Ok(true),
             (Err(error), Some(version)) => {
                 self.mark_for_sweeper(id, version, &error).await?;
+                if has_extra {
+                    // The dropped message's own effects are in no record: it must come back.
+                    return Err(Error::retryable(error.reason));
+                }
                 Ok(false)
             }
             (Err(error), None) => Err(Error::retryable(error.reason)),

@@ -99,7 +99,10 @@ fn plan_absent(
             draft.step(AtomEvent::Started(input.clone()))?;
             Ok(draft.into_plan())
         }
-        Event::CancelRequested { reason } => Ok(cancellation::tombstone(env, reason, now)),
+        Event::CancelRequested { reason } => {
+            cancellation::check_cancel_before_start(env)?;
+            Ok(cancellation::tombstone(env, reason, now))
+        }
         // Possibly a message that overtook its instance's start; redelivery settles it, and a
         // message for an instance that never starts ends in the dead-letter queue.
         _ => Err(Error::retryable(format!(

@@ -14,6 +14,9 @@ use crate::ports::{Clock, Dispatcher, Inbox, InstanceStore, TimerService};
 use crate::time::Timestamp;
 use std::time::Duration;
 
+/// How long an outbox the sweeper could not send waits before it is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// What one sweep did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
@@ -63,6 +66,10 @@ where
                     tracing::info!(%id, version, "sweeper sent an outbox");
                 }
                 Err(error) => {
+                    // Tried again later, behind the others: an outbox that keeps failing (a
+                    // queue gone for good) must not hold up the ones behind it.
+                    let later = self.clock.now().plus(RETRY_AFTER);
+                    self.store.mark_outbox_pending(&id, version, later).await?;
                     tracing::error!(%id, version, reason = %error.reason, "sweeper could not send an outbox; it stays marked");
                     report.failed.push((id, error.reason));
                 }
