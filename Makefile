@@ -8,6 +8,15 @@ SIM_SEEDS ?= 1000
 
 .PHONY: test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
+# cargo-lambda builds the functions for x86_64-unknown-linux-gnu. On such a host every cargo call
+# here names that target and cargo-lambda compiles with plain cargo (no zig), so the tests and the
+# functions share one build: a fresh `make test` compiles the dependencies once, not twice.
+HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+ifeq ($(HOST_TRIPLE),x86_64-unknown-linux-gnu)
+export CARGO_BUILD_TARGET ?= $(HOST_TRIPLE)
+LAMBDA_COMPILER := --compiler cargo
+endif
+
 LOGS := target/test-logs
 VENV := .venv
 
@@ -64,7 +73,7 @@ soak:
 # --architecture arm64.
 FUNCTIONS := $(patsubst functions/%/Cargo.toml,reanimate-fn-%,$(wildcard functions/*/Cargo.toml))
 lambdas: localstack-install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --bins --locked $(addprefix -p ,$(FUNCTIONS))
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build $(LAMBDA_COMPILER) --bins --locked $(addprefix -p ,$(FUNCTIONS))
 
 # AWS requests per step and step latency on the deployed stack (see BENCHMARKS.md).
 stack-figures: localstack-install lambdas

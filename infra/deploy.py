@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import pathlib
 import sys
 import zipfile
@@ -20,6 +21,8 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# cargo-lambda writes the bootstraps under the cargo target directory (CARGO_TARGET_DIR if set).
+TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
 sys.path.insert(0, str(ROOT / "infra"))
 from render import FUNCTIONS  # noqa: E402  (one list of functions for the template and the deploy)
 
@@ -77,7 +80,7 @@ def main() -> int:
         key, _, value = extra.partition("=")
         parameters[key] = value
     for crate, name in FUNCTIONS:
-        bootstrap = ROOT / "target" / "lambda" / crate / "bootstrap"
+        bootstrap = TARGET_DIR / "lambda" / crate / "bootstrap"
         if not bootstrap.is_file():
             print(f"deploy: {bootstrap} is missing; build with `cargo lambda build` first", file=sys.stderr)
             return 1
