@@ -21,7 +21,10 @@ LOGS := target/test-logs
 VENV := .venv
 
 # Ends with one "N passed, N failed" line over every test run.
-test: lint check-core-deps unit localstack-tests integration integ
+# The LocalStack venv installs (mostly downloads) while clippy compiles.
+test:
+	@$(MAKE) --no-print-directory -j2 lint localstack-install
+	@$(MAKE) --no-print-directory check-core-deps unit localstack-tests integration integ
 	@tools/test-summary $(LOGS)
 
 lint:

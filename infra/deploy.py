@@ -29,11 +29,13 @@ from render import FUNCTIONS  # noqa: E402  (one list of functions for the templ
 
 def zipped(bootstrap: pathlib.Path) -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    # The fastest deflate level: a debug bootstrap is ~80 MB, and level 6 takes three times as
+    # long for a zip 15% smaller.
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         info = zipfile.ZipInfo("bootstrap")
         info.external_attr = 0o755 << 16
         info.compress_type = zipfile.ZIP_DEFLATED
-        archive.writestr(info, bootstrap.read_bytes())
+        archive.writestr(info, bootstrap.read_bytes(), compresslevel=1)
     return buffer.getvalue()
 
 
