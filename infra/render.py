@@ -318,8 +318,11 @@ Resources:
       Dimensions:
         - {{Name: FunctionName, Value: !Ref SweeperFunction}}
       Statistic: Sum
+      # A failing outbox is retried every RETRY_AFTER (5 min), so a stuck one fails the sweeper
+      # every 5-6 min: two failed runs within 10 min go off; one transient failure does not.
       Period: 60
-      EvaluationPeriods: 5
+      EvaluationPeriods: 10
+      DatapointsToAlarm: 2
       Threshold: 0
       ComparisonOperator: GreaterThanThreshold
       TreatMissingData: notBreaching

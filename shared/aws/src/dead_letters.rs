@@ -175,9 +175,11 @@ impl DeadLetterQueues {
     /// Sends the selected dead letters (all, or the one with `only` as message id) back to their
     /// atom's queue, deleting each from the dead-letter queue once it is sent. Only what was there
     /// when the redrive began is sent: a message refused again lands back as a new dead letter,
-    /// which waits for the next redrive.
+    /// which waits for the next redrive. That is told by SQS's sent time and, since the operator's
+    /// clock may be ahead of SQS's, by the body: one body is sent back once per redrive.
     pub async fn redrive(&self, atom: Option<&str>, only: Option<&str>) -> Result<Redriven> {
         let began = Timestamp::now_utc();
+        let mut sent_bodies = std::collections::HashSet::new();
         let mut report = Redriven::default();
         for queue in self.selected(atom) {
             let mut empty_rounds = 0;
@@ -190,13 +192,15 @@ impl DeadLetterQueues {
                 }
                 let mut moved = 0;
                 for (letter, (receipt, attributes)) in received {
-                    let arrived_since = letter.sent_at.is_some_and(|at| at >= began);
+                    let body = fresh_body(&letter.body);
+                    let arrived_since =
+                        letter.sent_at.is_some_and(|at| at >= began) || sent_bodies.contains(&body);
                     if arrived_since || only.is_some_and(|id| id != letter.message_id) {
                         self.release(queue, &receipt).await?;
                         continue;
                     }
-                    self.send_back(queue, &fresh_body(&letter.body), attributes)
-                        .await?;
+                    self.send_back(queue, &body, attributes).await?;
+                    sent_bodies.insert(body);
                     self.counters.count(Service::Sqs, "DeleteMessage");
                     self.sqs
                         .delete_message()

@@ -145,17 +145,13 @@ pub async fn handle_event(
                 .saturating_sub(RESPONSE_MARGIN.as_millis() as u64),
         )
     });
-    // Group by instance, keeping arrival order. A body that is not an envelope stands alone, and
-    // so does each activity call: calls of one instance run side by side (their outcomes are
-    // journaled by conditional writes), rather than one waiting out the other's time limit.
+    // Group by instance, keeping arrival order: one instance's records (activity calls included)
+    // run one after another, so they never contend with each other; groups run concurrently. A
+    // body that is not an envelope stands alone.
     let mut groups: Vec<(Option<String>, Vec<Parsed<'_>>)> = Vec::new();
     for message in &event.records {
         let parsed = Envelope::from_json(message.body.as_deref().unwrap_or(""));
-        let key = parsed
-            .as_ref()
-            .ok()
-            .filter(|e| !matches!(e.event, reanimate_core::Event::Call { .. }))
-            .map(|e| e.target.to_string());
+        let key = parsed.as_ref().ok().map(|e| e.target.to_string());
         match groups.iter_mut().find(|(k, _)| key.is_some() && *k == key) {
             Some((_, records)) => records.push((message, parsed)),
             None => groups.push((key, vec![(message, parsed)])),

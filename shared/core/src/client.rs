@@ -62,7 +62,8 @@ pub async fn cancel(
 /// request's schema, recorded in the inbox with a write conditioned on the request being open and
 /// its deadline not passed, and only then sent to the instance (which applies the answer the inbox
 /// holds). Sending the same answer again (a retried click or CLI call) sends it again, harmlessly;
-/// a different answer to a request already answered lost the race and is refused, as is an answer
+/// a different answer to a request already answered lost the race and is refused (after sending
+/// the winner again if the instance has not applied it yet), as is an answer
 /// after the deadline, to a withdrawn request, or one that does not validate. Refusals are
 /// terminal errors that say which.
 pub async fn answer(
@@ -116,9 +117,30 @@ pub async fn answer_with_secrets(
         },
         _ => Some(entry),
     };
-    if let Some(entry) = refused {
-        already_recorded(&entry, &answer, now)?;
+    if let Some(entry) = refused
+        && let Err(refusal) = already_recorded(&entry, &answer, now)
+    {
+        // The winner may have stopped between recording its answer and sending it: until the
+        // instance has applied it, send it again (same message id: a copy already sent is
+        // dropped as a duplicate), so the request never waits on a message nobody sends.
+        if entry.status == RequestStatus::Answered
+            && entry.applied_at.is_none()
+            && let Some(recorded) = entry.answer
+        {
+            send_answer(dispatcher, request, instance, atom, recorded).await?;
+        }
+        return Err(refusal);
     }
+    send_answer(dispatcher, request, instance, atom, answer).await
+}
+
+async fn send_answer(
+    dispatcher: &impl Dispatcher,
+    request: &RequestId,
+    instance: InstanceId,
+    atom: String,
+    answer: Value,
+) -> Result<()> {
     let event = Event::UserAnswered {
         request: request.clone(),
         answer,

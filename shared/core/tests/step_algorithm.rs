@@ -4,7 +4,7 @@
 //! Each guarantee in ARCHITECTURE.md has a test here that fails when its guard is removed.
 
 use reanimate_core::activity::{Activities, Activity, BoxFuture, CallInfo};
-use reanimate_core::ports::{Inbox, RequestStatus};
+use reanimate_core::ports::{AnswerRecord, Clock, Inbox, RequestStatus};
 use reanimate_core::record::{InstanceRecord, MAX_RECORD_BYTES, RECENT_MESSAGES};
 use reanimate_core::sim::{Faults, SilentUser, Simulation, block_on};
 use reanimate_core::{
@@ -1425,6 +1425,30 @@ fn of_two_answers_the_first_recorded_wins_and_the_other_is_told_it_lost() {
     assert_eq!(events(&sim, "p"), ["started", "user_answered:\"first\""]);
     let entry = id(block_on(sim.inbox().get(&request))).unwrap_or_else(|| panic!("gone"));
     assert_eq!(entry.answer, Some(json!("first")));
+}
+
+#[test]
+fn a_winner_that_recorded_its_answer_but_never_sent_it_is_sent_by_the_loser() {
+    let mut sim = sim();
+    let request = asked(&sim, json!({"type": "string"}), None);
+    // The first client records its answer in the inbox and stops before sending it.
+    let now = sim.runtime().clock().now();
+    assert!(matches!(
+        id(block_on(sim.inbox().record_answer(
+            &request,
+            json!("first"),
+            now
+        ))),
+        AnswerRecord::Recorded
+    ));
+    assert!(queued(&sim).is_empty());
+    let err = answer(&sim, &request, json!("second")).unwrap_err();
+    assert!(
+        err.reason.contains("already answered with another answer"),
+        "{err}"
+    );
+    id(sim.run(&mut SilentUser));
+    assert_eq!(events(&sim, "p"), ["started", "user_answered:\"first\""]);
 }
 
 #[test]

@@ -181,7 +181,9 @@ where
         current: &mut Option<InstanceRecord>,
     ) -> Result<Option<String>> {
         let mut outcome = None;
-        for attempt in 1..=MAX_CONFLICT_ATTEMPTS {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let Some(record) = current.as_mut() else {
                 return Ok(None);
             };
@@ -234,11 +236,21 @@ where
                 }
                 SaveOutcome::Conflict { current: latest } => {
                     // Keep the outcome in hand: if the call is still unjournaled on the record
-                    // that won, it is journaled without running the activity again.
+                    // that won, it is journaled without running the activity again. Past the
+                    // conflict budget, keep trying while the invocation has time: deferring
+                    // drops the outcome, and the deferred message runs the activity again.
                     outcome = Some(result);
-                    if attempt < MAX_CONFLICT_ATTEMPTS {
-                        self.clock.sleep(self.backoff(attempt)).await;
+                    let pause = self.backoff(attempt.min(MAX_CONFLICT_ATTEMPTS));
+                    let time_for_another = delivery.deadline.is_some_and(|deadline| {
+                        self.clock.now().plus(pause + DEADLINE_RESERVE) < deadline
+                    });
+                    if attempt >= MAX_CONFLICT_ATTEMPTS && !time_for_another {
+                        return Ok(Some(format!(
+                            "{}: {attempt} conflicting saves while journaling its outcome",
+                            call.id
+                        )));
                     }
+                    self.clock.sleep(pause).await;
                     *current = match latest {
                         Some(record) => Some(*record),
                         None => self.store.load(&next.id).await?,
@@ -246,10 +258,6 @@ where
                 }
             }
         }
-        Ok(Some(format!(
-            "{}: {MAX_CONFLICT_ATTEMPTS} conflicting saves while journaling its outcome",
-            call.id
-        )))
     }
 
     /// Runs one activity within its time limit and what is left of the invocation. A retryable
