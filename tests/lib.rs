@@ -41,11 +41,14 @@ pub fn run_scenario(seed: u64, faults: Faults) -> ScenarioRun {
 
 /// A name unique to this run, for resources and instances that tests create.
 pub fn unique(prefix: &str) -> String {
+    // The clock alone is not enough: tests on two threads can read the same instant.
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{:x}", nanos % 0xffff_ffff_ffff)
+    let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{:x}{:02x}", nanos % 0xffff_ffff_ffff, n % 0x100)
 }
 
 /// The JSON body of an envelope, as a client writes it to a queue by hand.
