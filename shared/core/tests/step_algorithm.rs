@@ -876,6 +876,23 @@ fn a_call_whose_outcome_is_journaled_never_runs_again() {
     assert_eq!(activity.runs(), 1);
 }
 
+/// Polls a handler to its end; whenever it is the one asleep (a backoff), the virtual clock
+/// moves to its wake-up.
+fn finish_through_backoff<F: Future + ?Sized>(
+    sim: &Simulation,
+    mut handler: std::pin::Pin<&mut F>,
+) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let Poll::Ready(r) = handler.as_mut().poll(&mut cx) {
+            break r;
+        }
+        if let (1, Some(wake)) = sim.clock().sleepers() {
+            sim.clock().advance_to(wake);
+        }
+    }
+}
+
 #[test]
 fn an_outcome_in_hand_survives_a_journal_conflict() {
     // The call's handler runs the activity; before it journals, another handler saves a new
@@ -911,14 +928,7 @@ fn an_outcome_in_hand_survives_a_journal_conflict() {
         Value::Null,
     ))));
     // The journal write conflicts; the caller backs off before journaling on the new version.
-    let result = loop {
-        if let Poll::Ready(r) = caller.as_mut().poll(&mut cx) {
-            break r;
-        }
-        if let (1, Some(wake)) = sim.clock().sleepers() {
-            sim.clock().advance_to(wake);
-        }
-    };
+    let result = finish_through_backoff(&sim, caller.as_mut());
     assert!(
         matches!(result, Ok(Disposition::Applied { .. })),
         "{result:?}"
@@ -1607,14 +1617,7 @@ fn a_winner_that_dies_before_sending_has_its_outbox_sent_by_the_handler_that_rep
     assert!(sim.queue().is_empty(), "nothing was sent");
     // The loser re-runs on version 2 (after its backoff) and replaces it: the winner's signal
     // goes out with its step.
-    let result = loop {
-        if let Poll::Ready(r) = loser.as_mut().poll(&mut cx) {
-            break r;
-        }
-        if let (1, Some(wake)) = sim.clock().sleepers() {
-            sim.clock().advance_to(wake);
-        }
-    };
+    let result = finish_through_backoff(&sim, loser.as_mut());
     assert!(
         matches!(result, Ok(Disposition::Applied { version: 3, .. })),
         "{result:?}"
