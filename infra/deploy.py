@@ -126,6 +126,11 @@ def main() -> int:
 
     stack = cfn.describe_stacks(StackName=args.stack)["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    # SES sends only from verified identities. On AWS this emails a confirmation link to the
+    # sender address (and a new account's SES sandbox also needs each recipient verified).
+    sender = outputs.get("DigestSender")
+    if sender:
+        session.client("ses").verify_email_identity(EmailAddress=sender)
     path = pathlib.Path(args.outputs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(outputs, indent=2))

@@ -19,18 +19,31 @@ TEMPLATE = ROOT / "infra" / "template.yaml"
 DIGEST_WRITE = """              - Effect: Allow
                 Action: s3:PutObject
                 Resource: !Sub "${DigestBucket.Arn}/digests/*"
+              - Effect: Allow
+                Action: ses:SendEmail
+                Resource: !Sub "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"
 """
-# Atoms that ask a model (used only when ModelProvider is bedrock).
+# Atoms that ask a model: Bedrock (when ModelProvider is bedrock) or the API key in Secrets
+# Manager (when it is openai-compatible with a key).
 MODEL_INVOKE = """              - Effect: Allow
                 Action: [bedrock:InvokeModel]
                 Resource:
                   - !Sub "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
                   - !Sub "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"
+              - Effect: Allow
+                Action: secretsmanager:GetSecretValue
+                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/model-api-key-*"
 """
-# Atoms that read mailboxes: Gmail tokens are in Secrets Manager under reanimate/.
+# Atoms that read mailboxes: users' Gmail refresh tokens, reanimate/STACK/INSTANCE/… (the
+# activities also check that a token belongs to the calling instance's user).
 SECRET_READ = """              - Effect: Allow
                 Action: secretsmanager:GetSecretValue
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/*"
+                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/*"
+"""
+# The assistant deletes its user's secrets when the user disconnects.
+SECRET_DELETE = """              - Effect: Allow
+                Action: secretsmanager:DeleteSecret
+                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/*"
 """
 # How a function is sized. Every record is handled within the invocation's deadline (records of
 # different instances in a batch run concurrently; a record still running near the deadline is
@@ -48,7 +61,7 @@ ATOMS = [
     ("fan-out", "FanOut", "", STEPS),
     ("worker", "Worker", "", STEPS),
     ("approval", "Approval", "", STEPS),
-    ("email-assistant", "EmailAssistant", MODEL_INVOKE, ACTIVITIES),
+    ("email-assistant", "EmailAssistant", MODEL_INVOKE + SECRET_DELETE, ACTIVITIES),
     ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE, ACTIVITIES),
     ("fetch-emails", "FetchEmails", SECRET_READ, ACTIVITIES),
     ("summarize-rank", "SummarizeRank", MODEL_INVOKE + SECRET_READ, ACTIVITIES),
@@ -84,6 +97,10 @@ Parameters:
     Type: Number
     Default: 2592000
     Description: How long a finished instance is kept before DynamoDB's TTL deletes it (30 days).
+  DigestSender:
+    Type: String
+    Default: digests@reanimate.example
+    Description: The address digests are emailed from (an SES identity the deploy verifies).
   MailRoot:
     Type: String
     Default: /var/task/mail
@@ -109,7 +126,24 @@ Parameters:
     Type: String
     Default: ""
     NoEcho: true
-    Description: For openai-compatible, the API key, if the endpoint needs one.
+    Description: >-
+      For openai-compatible, the API key, if the endpoint needs one. Kept in Secrets Manager
+      (reanimate/STACK/model-api-key), readable only by the roles of atoms that call models.
+  GmailClientId:
+    Type: String
+    Default: ""
+    Description: The Google OAuth client id (an installed app) Gmail refresh tokens were issued to.
+  GmailClientSecret:
+    Type: String
+    Default: ""
+    NoEcho: true
+    Description: That client's secret (not confidential for installed apps, but kept out of logs).
+  GmailTokenUrl:
+    Type: String
+    Default: https://oauth2.googleapis.com/token
+  GmailApiUrl:
+    Type: String
+    Default: https://gmail.googleapis.com
   AlarmTopicArn:
     Type: String
     Default: ""
@@ -117,8 +151,16 @@ Parameters:
 
 Conditions:
   HasAlarmTopic: !Not [!Equals [!Ref AlarmTopicArn, ""]]
+  HasModelApiKey: !Not [!Equals [!Ref ModelApiKey, ""]]
 
 Resources:
+  ModelApiKeySecret:
+    Type: AWS::SecretsManager::Secret
+    Condition: HasModelApiKey
+    Properties:
+      Name: !Sub "reanimate/${{AWS::StackName}}/model-api-key"
+      SecretString: !Ref ModelApiKey
+
   InstancesTable:
     Type: AWS::DynamoDB::Table
     Properties:
@@ -226,7 +268,7 @@ Resources:
                 Resource: [!GetAtt InboxTable.Arn, !Sub "${{InboxTable.Arn}}/index/by-status"]
               - Effect: Allow
                 Action: [secretsmanager:CreateSecret, secretsmanager:PutSecretValue, secretsmanager:DescribeSecret]
-                Resource: !Sub "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:reanimate/*"
+                Resource: !Sub "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:reanimate/${{AWS::StackName}}/*"
               - Effect: Allow
                 Action: [s3:GetObject, s3:ListBucket]
                 Resource: [!GetAtt DigestBucket.Arn, !Sub "${{DigestBucket.Arn}}/digests/*"]
@@ -456,6 +498,7 @@ ATOM = """
 
 # The configuration every function reads (REANIMATE_* in shared/aws/src/config.rs).
 ENVIRONMENT = """          AWS_LAMBDA_LOG_FORMAT: JSON
+          REANIMATE_STACK_NAME: !Ref AWS::StackName
           REANIMATE_INSTANCES_TABLE: !Ref InstancesTable
           REANIMATE_INBOX_TABLE: !Ref InboxTable
           REANIMATE_SCHEDULE_GROUP: !Ref TimerGroup
@@ -464,12 +507,17 @@ ENVIRONMENT = """          AWS_LAMBDA_LOG_FORMAT: JSON
           REANIMATE_MAX_QUEUE_DELAY_SECS: !Ref MaxQueueDelaySeconds
           REANIMATE_RETENTION_SECS: !Ref RetentionSeconds
           REANIMATE_DIGEST_BUCKET: !Ref DigestBucket
+          REANIMATE_DIGEST_FROM: !Ref DigestSender
           REANIMATE_MAIL_ROOT: !Ref MailRoot
           REANIMATE_MODEL: !Ref ModelProvider
           REANIMATE_MODEL_URL: !Ref ModelUrl
           REANIMATE_MODEL_NAME: !Ref ModelName
           REANIMATE_STRONG_MODEL_NAME: !Ref StrongModelName
-          REANIMATE_MODEL_API_KEY: !Ref ModelApiKey
+          REANIMATE_MODEL_API_KEY_SECRET: !If [HasModelApiKey, !Ref ModelApiKeySecret, ""]
+          REANIMATE_GMAIL_API: !Ref GmailApiUrl
+          REANIMATE_GMAIL_TOKEN_URL: !Ref GmailTokenUrl
+          REANIMATE_GMAIL_CLIENT_ID: !Ref GmailClientId
+          REANIMATE_GMAIL_CLIENT_SECRET: !Ref GmailClientSecret
           REANIMATE_ROUTES: !Sub '{routes}'
 """
 
@@ -507,9 +555,11 @@ def render() -> str:
         )
     out += "\nOutputs:\n"
     for key, value in [
+        ("StackName", "!Ref AWS::StackName"),
         ("InstancesTable", "!Ref InstancesTable"),
         ("InboxTable", "!Ref InboxTable"),
         ("DigestBucket", "!Ref DigestBucket"),
+        ("DigestSender", "!Ref DigestSender"),
         ("EventBus", "!Ref EventBus"),
         ("TimerGroup", "!Ref TimerGroup"),
         ("SchedulerRoleArn", "!GetAtt SchedulerRole.Arn"),

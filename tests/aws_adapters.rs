@@ -180,6 +180,7 @@ async fn stack() -> Stack {
         .await
         .unwrap_or_else(|e| panic!("schedule group: {e:?}"));
     let config = Arc::new(StackConfig {
+        stack: "reanimate-test".into(),
         instances_table,
         inbox_table,
         routes,
@@ -604,8 +605,11 @@ async fn secrets_from_answers_are_kept_in_secrets_manager_and_replaced_on_a_seco
     use reanimate_core::secrets::SecretStore;
     let clients = Clients::from_env().await;
     let counters = RequestCounters::default();
-    let store =
-        reanimate_aws::secrets::SecretsManager::new(clients.secrets.clone(), counters.clone());
+    let store = reanimate_aws::secrets::SecretsManager::new(
+        clients.secrets.clone(),
+        counters.clone(),
+        "reanimate-test",
+    );
     let name = format!("reanimate/{}/mailbox/access_token", unique("req"));
     let first = store
         .put(&name, "ya29.first-token")
@@ -637,6 +641,51 @@ async fn secrets_from_answers_are_kept_in_secrets_manager_and_replaced_on_a_seco
         .get("arn:aws:secretsmanager:us-east-1:000000000000:secret:nope")
         .await;
     assert!(missing.is_err());
+    // A user who disconnects: the secret is gone at once, and deleting it again is no error.
+    store.delete(&first).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(store.get(&first).await.is_err());
+    store.delete(&first).await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS endpoint (make test starts LocalStack)"]
+async fn a_digest_sent_through_ses_reads_back_from_localstack_with_its_text_and_html_parts() {
+    use reanimate_email::digest::{Mailer, OutgoingMail};
+    let clients = Clients::from_env().await;
+    let counters = RequestCounters::default();
+    let from = format!("{}@reanimate.example", unique("digests"));
+    clients
+        .ses
+        .verify_email_identity()
+        .email_address(&from)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("verify: {e:?}"));
+    let mailer = reanimate_aws::email::SesMailer::new(clients.ses.clone(), &from, counters.clone());
+    let to = format!("{}@example.org", unique("sam"));
+    let markdown =
+        "# Daily digest for sam: 2026-01-05\n\n1 email: 1 email first.\n\n## 1. Board <deck>\n";
+    let id = mailer
+        .send(&OutgoingMail {
+            to: to.clone(),
+            subject: "Daily digest 2026-01-05: 1 emails, 1 that matter".into(),
+            text: markdown.into(),
+            html: reanimate_email::digest::to_html(markdown),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!id.is_empty());
+    let sent = reanimate_demo::email_live::delivered_to(&to)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].text, markdown);
+    assert!(
+        sent[0].html.contains("Board &lt;deck&gt;"),
+        "{}",
+        sent[0].html
+    );
+    assert_eq!(counters.get(Service::Ses, "SendEmail"), 1);
 }
 
 #[tokio::test]

@@ -70,8 +70,28 @@ async fn the_hired_assistant_writes_daily_digests_to_s3_with_every_email_once_an
             "2026-01-09.md"
         ]
     );
-    let all: Vec<(String, usize)> = outcome.digests.values().flat_map(|d| entries(d)).collect();
-    assert_eq!(all.len(), 321, "every email of the mailbox appears once");
+    // Each digest was delivered by SES too: one email per day, its text the stored Markdown.
+    assert_eq!(outcome.delivered.len(), 5, "{:?}", outcome.delivered);
+    for mail in &outcome.delivered {
+        assert!(
+            mail.subject.starts_with("Daily digest 2026-01-0"),
+            "{}",
+            mail.subject
+        );
+        assert!(outcome.digests.values().any(|d| d == &mail.text));
+        assert!(mail.html.contains("<h1>Daily digest for"), "{}", mail.html);
+    }
+    let counted: u64 = outcome.report["digests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["emails"].as_u64())
+        .sum();
+    assert_eq!(counted, 321, "every email of the mailbox is in a digest");
+    // "A short daily digest": the mail that matters, then one line per sender.
+    for (key, markdown) in &outcome.digests {
+        assert!(markdown.contains("\n## Everything else\n"), "{key}");
+    }
     for (key, markdown) in &outcome.digests {
         let list = entries(markdown);
         let boss = list

@@ -8,7 +8,7 @@ use reanimate_core::Registry;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     reanimate_aws::lambda::serve_with(Registry::new().with(Worker), |_, _| {
-        Ok(reanimate_atoms::activities().0)
+        Box::pin(async { Ok(reanimate_atoms::activities().0) })
     })
     .await
 }

@@ -16,6 +16,8 @@ pub struct Route {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct StackConfig {
+    /// The CloudFormation stack's name: users' secrets are named `reanimate/{stack}/…`.
+    pub stack: String,
     pub instances_table: String,
     pub inbox_table: String,
     /// atom type → its queue.
@@ -81,6 +83,7 @@ impl StackConfig {
             ));
         }
         Ok(Self {
+            stack: var("REANIMATE_STACK_NAME")?,
             instances_table: var("REANIMATE_INSTANCES_TABLE")?,
             inbox_table: var("REANIMATE_INBOX_TABLE")?,
             routes,
@@ -113,6 +116,7 @@ impl StackConfig {
             );
         }
         Ok(Self {
+            stack: out("StackName")?,
             instances_table: out("InstancesTable")?,
             inbox_table: out("InboxTable")?,
             routes,

@@ -13,16 +13,18 @@ pub enum Service {
     EventBridge,
     S3,
     SecretsManager,
+    Ses,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::DynamoDb,
         Service::Sqs,
         Service::Scheduler,
         Service::EventBridge,
         Service::S3,
         Service::SecretsManager,
+        Service::Ses,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Service {
             Service::EventBridge => "eventbridge",
             Service::S3 => "s3",
             Service::SecretsManager => "secretsmanager",
+            Service::Ses => "ses",
         }
     }
 }

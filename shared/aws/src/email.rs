@@ -7,8 +7,9 @@ use crate::errors::classify;
 use crate::secrets::SecretsManager;
 use crate::stack::Clients;
 use reanimate_core::playbook::Model;
+use reanimate_core::secrets::SecretStore as _;
 use reanimate_core::{Activities, BoxFuture, Error, Result};
-use reanimate_email::digest::DigestStore;
+use reanimate_email::digest::{DigestStore, Mailer, OutgoingMail};
 use reanimate_email::gmail::{GMAIL_API, GmailSource};
 use reanimate_email::mail::{Mailboxes, MaildirSource};
 use reanimate_email::offline::OfflineHeuristicModel;
@@ -55,6 +56,64 @@ impl DigestStore for S3Digests {
     }
 }
 
+/// Digests delivered by Amazon SES (the v1 `SendEmail` API, which LocalStack emulates), as
+/// one message with a plain-text and an HTML part.
+#[derive(Clone, Debug)]
+pub struct SesMailer {
+    client: aws_sdk_ses::Client,
+    from: String,
+    counters: RequestCounters,
+}
+
+impl SesMailer {
+    pub fn new(
+        client: aws_sdk_ses::Client,
+        from: impl Into<String>,
+        counters: RequestCounters,
+    ) -> Self {
+        Self {
+            client,
+            from: from.into(),
+            counters,
+        }
+    }
+}
+
+impl Mailer for SesMailer {
+    fn send<'a>(&'a self, mail: &'a OutgoingMail) -> BoxFuture<'a, Result<String>> {
+        use aws_sdk_ses::types::{Body, Content, Destination, Message};
+        Box::pin(async move {
+            let content = |text: &str| {
+                Content::builder()
+                    .data(text)
+                    .charset("UTF-8")
+                    .build()
+                    .map_err(|e| Error::terminal(format!("SES message: {e}")))
+            };
+            let message = Message::builder()
+                .subject(content(&mail.subject)?)
+                .body(
+                    Body::builder()
+                        .text(content(&mail.text)?)
+                        .html(content(&mail.html)?)
+                        .build(),
+                )
+                .build();
+            self.counters.count(Service::Ses, "SendEmail");
+            let sent = self
+                .client
+                .send_email()
+                .source(&self.from)
+                .destination(Destination::builder().to_addresses(&mail.to).build())
+                .message(message)
+                .send()
+                .await
+                .map_err(|e| classify("SES SendEmail", e))?;
+            Ok(sent.message_id().to_string())
+        })
+    }
+}
+
 fn env(name: &str) -> Result<String> {
     std::env::var(name).map_err(|_| Error::terminal(format!("{name} is not set")))
 }
@@ -68,12 +127,16 @@ fn optional_env(name: &str) -> Option<String> {
 /// - `REANIMATE_MODEL=offline` (the default): the deterministic offline heuristic for both;
 /// - `REANIMATE_MODEL=openai-compatible`: `REANIMATE_MODEL_URL` (the API root, e.g.
 ///   `https://api.openai.com/v1`), `REANIMATE_MODEL_NAME`, `REANIMATE_STRONG_MODEL_NAME`
-///   (default: the same), `REANIMATE_MODEL_API_KEY` (optional);
+///   (default: the same), `REANIMATE_MODEL_API_KEY_SECRET` (optional: the Secrets Manager secret
+///   holding the API key, read once per process; the key is never in the environment);
 /// - `REANIMATE_MODEL=bedrock`: Bedrock Converse with `REANIMATE_MODEL_NAME` and
 ///   `REANIMATE_STRONG_MODEL_NAME` as model (or inference profile) ids, the function's IAM role.
 ///
 /// `REANIMATE_MODEL_CONCURRENCY` bounds requests in flight per provider and process.
-pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Model>)> {
+pub async fn models_from_env(
+    clients: &Clients,
+    counters: &RequestCounters,
+) -> Result<(Arc<dyn Model>, Arc<dyn Model>)> {
     let mut limits = reanimate_llm::Limits::default();
     if let Some(n) = std::env::var("REANIMATE_MODEL_CONCURRENCY")
         .ok()
@@ -100,7 +163,14 @@ pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Mod
         Ok("openai-compatible") => {
             let url = env("REANIMATE_MODEL_URL")?;
             let (name, strong) = names()?;
-            let key = optional_env("REANIMATE_MODEL_API_KEY");
+            let key = match optional_env("REANIMATE_MODEL_API_KEY_SECRET") {
+                Some(secret) => Some(
+                    SecretsManager::new(clients.secrets.clone(), counters.clone(), "")
+                        .get(&secret)
+                        .await?,
+                ),
+                None => None,
+            };
             let standard = OpenAiCompatible::new(&url, &name, key.clone(), limits)?;
             let strong = OpenAiCompatible::new(&url, &strong, key, limits)?;
             Ok((Arc::new(standard), Arc::new(strong)))
@@ -112,11 +182,20 @@ pub fn models_from_env(clients: &Clients) -> Result<(Arc<dyn Model>, Arc<dyn Mod
 }
 
 /// Every activity the email atoms call, from the environment the template sets:
-/// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_MAIL_ROOT` (Maildir mailboxes, optional),
+/// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_DIGEST_FROM` (the SES sender; unset: digests are only
+/// stored), `REANIMATE_MAIL_ROOT` (Maildir mailboxes, optional),
 /// `REANIMATE_GMAIL_API` (default the public API; tokens come from Secrets Manager) and the model
 /// variables of [`models_from_env`].
-pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activities> {
-    let (standard, strong) = models_from_env(clients)?;
+pub fn activities<'a>(
+    clients: &'a Clients,
+    counters: &'a RequestCounters,
+) -> BoxFuture<'a, Result<Activities>> {
+    Box::pin(build_activities(clients, counters))
+}
+
+async fn build_activities(clients: &Clients, counters: &RequestCounters) -> Result<Activities> {
+    let (standard, strong) = models_from_env(clients, counters).await?;
+    let stack = env("REANIMATE_STACK_NAME")?;
     let digests = S3Digests::new(
         clients.s3.clone(),
         env("REANIMATE_DIGEST_BUCKET")?,
@@ -126,16 +205,30 @@ pub fn activities(clients: &Clients, counters: &RequestCounters) -> Result<Activ
         standard,
         strong,
         Arc::new(Mailboxes {
+            secret_namespace: stack.clone(),
             maildir: optional_env("REANIMATE_MAIL_ROOT").map(MaildirSource::new),
             gmail: Some(GmailSource::new(
                 &std::env::var("REANIMATE_GMAIL_API").unwrap_or_else(|_| GMAIL_API.into()),
+                // Without a client id, Maildir still works and a Gmail mailbox fails with why.
+                reanimate_email::oauth::OAuthClient {
+                    token_url: optional_env("REANIMATE_GMAIL_TOKEN_URL")
+                        .unwrap_or_else(|| reanimate_email::oauth::GOOGLE_TOKEN_URL.into()),
+                    ..reanimate_email::oauth::OAuthClient::google(
+                        optional_env("REANIMATE_GMAIL_CLIENT_ID").unwrap_or_default(),
+                        optional_env("REANIMATE_GMAIL_CLIENT_SECRET"),
+                    )
+                },
                 Arc::new(SecretsManager::new(
                     clients.secrets.clone(),
                     counters.clone(),
+                    stack.clone(),
                 )),
                 reanimate_llm::Limits::default(),
             )?),
         }),
         Arc::new(digests),
+        optional_env("REANIMATE_DIGEST_FROM").map(|from| {
+            Arc::new(SesMailer::new(clients.ses.clone(), from, counters.clone())) as Arc<dyn Mailer>
+        }),
     ))
 }

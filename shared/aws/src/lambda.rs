@@ -223,17 +223,30 @@ pub fn init_tracing() {
 /// overflow the compiler's query depth limit in each function crate that would otherwise
 /// instantiate it (an incremental build can hide that; a clean build cannot).
 pub fn serve(registry: reanimate_core::Registry) -> ServeFuture {
-    serve_with(registry, |_, _| Ok(reanimate_core::Activities::default()))
+    serve_with(registry, no_activities)
+}
+
+/// Builds a process's activities once, from its clients (counting their requests with the
+/// others). Async: a builder may read a secret (a model's API key) first.
+pub type ActivitiesBuilder =
+    for<'a> fn(
+        &'a crate::stack::Clients,
+        &'a RequestCounters,
+    )
+        -> reanimate_core::BoxFuture<'a, reanimate_core::Result<reanimate_core::Activities>>;
+
+fn no_activities<'a>(
+    _: &'a crate::stack::Clients,
+    _: &'a RequestCounters,
+) -> reanimate_core::BoxFuture<'a, reanimate_core::Result<reanimate_core::Activities>> {
+    Box::pin(async { Ok(reanimate_core::Activities::default()) })
 }
 
 /// Like [`serve`], for atoms that call activities: `activities` builds them once, from the
 /// process's clients (and counting their requests with the others).
 pub fn serve_with(
     registry: reanimate_core::Registry,
-    activities: fn(
-        &crate::stack::Clients,
-        &RequestCounters,
-    ) -> reanimate_core::Result<reanimate_core::Activities>,
+    activities: ActivitiesBuilder,
 ) -> ServeFuture {
     Box::pin(serve_registry(registry, activities))
 }
@@ -246,17 +259,14 @@ pub type ServeFuture = std::pin::Pin<
 /// What every function builds once per process: the configuration, the SDK clients, the runtime.
 async fn process_runtime(
     registry: reanimate_core::Registry,
-    activities: fn(
-        &crate::stack::Clients,
-        &RequestCounters,
-    ) -> reanimate_core::Result<reanimate_core::Activities>,
+    activities: ActivitiesBuilder,
 ) -> std::result::Result<(AwsRuntime, crate::stack::Clients, RequestCounters), lambda_runtime::Error>
 {
     init_tracing();
     let config = std::sync::Arc::new(crate::StackConfig::from_env()?);
     let clients = crate::stack::Clients::from_env().await;
     let counters = RequestCounters::default();
-    let activities = activities(&clients, &counters)?;
+    let activities = activities(&clients, &counters).await?;
     let runtime =
         crate::stack::runtime(registry, &clients, config, &counters).with_activities(activities);
     Ok((runtime, clients, counters))
@@ -264,10 +274,7 @@ async fn process_runtime(
 
 async fn serve_registry(
     registry: reanimate_core::Registry,
-    activities: fn(
-        &crate::stack::Clients,
-        &RequestCounters,
-    ) -> reanimate_core::Result<reanimate_core::Activities>,
+    activities: ActivitiesBuilder,
 ) -> std::result::Result<(), lambda_runtime::Error> {
     let (runtime, clients, counters) = process_runtime(registry, activities).await?;
     let dead_letters = DeadLetters {
@@ -294,10 +301,8 @@ async fn serve_registry(
 /// [`reanimate_core::runtime`]'s `sweep`), until none is left or its time is nearly up.
 pub fn serve_sweeper() -> ServeFuture {
     Box::pin(async {
-        let (runtime, _, _) = process_runtime(reanimate_core::Registry::new(), |_, _| {
-            Ok(reanimate_core::Activities::default())
-        })
-        .await?;
+        let (runtime, _, _) =
+            process_runtime(reanimate_core::Registry::new(), no_activities).await?;
         let runtime = &runtime;
         let handler = lambda_runtime::service_fn(
             move |event: lambda_runtime::LambdaEvent<serde_json::Value>| async move {

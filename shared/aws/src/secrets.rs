@@ -1,5 +1,6 @@
 //! AWS Secrets Manager as the [`SecretStore`] for secrets in users' answers (OAuth tokens). The
-//! reference handed to instances is the secret's ARN.
+//! reference handed to instances is the secret's ARN. Names are `reanimate/{stack}/{instance}/…`:
+//! the roles that read or write them are granted `reanimate/{stack}/*` only.
 
 use crate::counters::{RequestCounters, Service};
 use crate::errors::classify;
@@ -10,11 +11,21 @@ use reanimate_core::{BoxFuture, Result};
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
     counters: RequestCounters,
+    /// The stack's name: secrets are `reanimate/{stack}/…`.
+    stack: String,
 }
 
 impl SecretsManager {
-    pub fn new(client: aws_sdk_secretsmanager::Client, counters: RequestCounters) -> Self {
-        Self { client, counters }
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        counters: RequestCounters,
+        stack: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            counters,
+            stack: stack.into(),
+        }
     }
 }
 
@@ -68,5 +79,33 @@ impl SecretStore for SecretsManager {
                 reanimate_core::Error::terminal(format!("secret {reference} has no string value"))
             })
         })
+    }
+
+    fn delete<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.counters.count(Service::SecretsManager, "DeleteSecret");
+            // At once: a user who disconnects expects the token gone, not recoverable for a week.
+            let deleted = self
+                .client
+                .delete_secret()
+                .secret_id(reference)
+                .force_delete_without_recovery(true)
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
+                    Ok(())
+                }
+                Err(e) => Err(classify("Secrets Manager DeleteSecret", e)),
+            }
+        })
+    }
+
+    fn namespace(&self) -> &str {
+        &self.stack
     }
 }

@@ -39,6 +39,8 @@ pub struct Clients {
     pub events: aws_sdk_eventbridge::Client,
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// SES v1 (what LocalStack emulates), for delivering digests.
+    pub ses: aws_sdk_ses::Client,
     /// The shared configuration, for clients built later (a model provider).
     pub config: aws_config::SdkConfig,
 }
@@ -82,6 +84,7 @@ impl Clients {
                     .build(),
             ),
             secrets: aws_sdk_secretsmanager::Client::new(&shared),
+            ses: aws_sdk_ses::Client::new(&shared),
             config: shared,
         }
     }

@@ -1,7 +1,9 @@
 //! `reanimate`: the user's side of a deployed stack. Starts, inspects, signals and cancels
-//! instances, answers the inbox, and reads digests. Every command that changes something sends
-//! an SQS message (or records an inbox answer) exactly as the atoms themselves would.
+//! instances, answers the inbox (`connect gmail` answers a mailbox request through a browser
+//! consent), and reads digests. Every command that changes something sends an SQS message (or
+//! records an inbox answer) exactly as the atoms themselves would.
 
+mod connect;
 mod dead_letters;
 
 use clap::{Parser, Subcommand};
@@ -74,6 +76,9 @@ enum Command {
     /// Messages the atoms refused or gave up on, and sending them back.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(dead_letters::Command),
+    /// Connect an account an assistant asked for (Gmail), answering its request.
+    #[command(subcommand)]
+    Connect(connect::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,7 +125,7 @@ pub(crate) fn not_found(what: String) -> Failure {
     }
 }
 
-fn refused(what: String) -> Failure {
+pub(crate) fn refused(what: String) -> Failure {
     Failure {
         code: 4,
         message: what,
@@ -142,13 +147,15 @@ fn json_arg(text: &str) -> Result<Value, Failure> {
 }
 
 pub(crate) struct Stack {
+    /// The CloudFormation stack's name (users' secrets are `reanimate/{name}/…`).
+    name: String,
     clients: Clients,
     runtime: reanimate_aws::AwsRuntime,
     digest_bucket: Option<String>,
     outputs: std::collections::HashMap<String, String>,
 }
 
-async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
+async fn connect_stack(outputs_path: &str) -> Result<Stack, Failure> {
     // No readable outputs file means no stack to talk to: exit 1, like an unreachable stack.
     let outputs = reanimate_aws::config::read_outputs(outputs_path).map_err(|e| Failure {
         code: 1,
@@ -166,6 +173,7 @@ async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
         })
         .collect();
     let config = Arc::new(StackConfig::from_stack_outputs(&outputs, &deployed)?);
+    let name = config.stack.clone();
     let clients = Clients::from_env().await;
     // A client of the tables and queues only: it never runs a step.
     let runtime = reanimate_aws::stack::runtime(
@@ -175,6 +183,7 @@ async fn connect(outputs_path: &str) -> Result<Stack, Failure> {
         &RequestCounters::default(),
     );
     Ok(Stack {
+        name,
         clients,
         runtime,
         digest_bucket: outputs.get("DigestBucket").cloned(),
@@ -201,6 +210,33 @@ async fn load(stack: &Stack, instance: &str) -> Result<InstanceRecord, Failure> 
         .ok_or_else(|| not_found(format!("no instance {instance}")))
 }
 
+/// Answers a request as a user would. Fields the question marks writeOnly (an OAuth token) go to
+/// Secrets Manager; the instance and the inbox get the secret's ARN.
+pub(crate) async fn answer_request(
+    stack: &Stack,
+    request: &RequestId,
+    answer: Value,
+) -> Result<(), Failure> {
+    let secrets = reanimate_aws::secrets::SecretsManager::new(
+        stack.clients.secrets.clone(),
+        RequestCounters::default(),
+        stack.name.clone(),
+    );
+    client::answer_with_secrets(
+        stack.runtime.inbox(),
+        stack.runtime.dispatcher(),
+        &SystemClock,
+        Some(&secrets),
+        request,
+        answer,
+    )
+    .await
+    .map_err(|e| match e.is_retryable() {
+        true => Failure::from(e),
+        false => refused(e.reason),
+    })
+}
+
 pub(crate) fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> String) {
     if json_mode {
         println!(
@@ -213,7 +249,7 @@ pub(crate) fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> Strin
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let stack = connect(&cli.outputs).await?;
+    let stack = connect_stack(&cli.outputs).await?;
     let dispatcher = stack.runtime.dispatcher();
     match cli.command {
         Command::Start { atom, input, id } => {
@@ -357,25 +393,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if stack.runtime.inbox().get(&id).await?.is_none() {
                 return Err(not_found(format!("no request {request}")));
             }
-            // Fields the question marks writeOnly (an OAuth token) go to Secrets Manager; the
-            // instance and the inbox get the secret's ARN.
-            let secrets = reanimate_aws::secrets::SecretsManager::new(
-                stack.clients.secrets.clone(),
-                RequestCounters::default(),
-            );
-            client::answer_with_secrets(
-                stack.runtime.inbox(),
-                dispatcher,
-                &SystemClock,
-                Some(&secrets),
-                &id,
-                answer,
-            )
-            .await
-            .map_err(|e| match e.is_retryable() {
-                true => Failure::from(e),
-                false => refused(e.reason),
-            })?;
+            answer_request(&stack, &id, answer).await?;
             print(
                 cli.json,
                 &json!({"request": request, "answered": true}),
@@ -408,6 +426,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
         }
         Command::DeadLetters(command) => dead_letters::run(&stack, cli.json, command).await?,
+        Command::Connect(command) => connect::run(&stack, cli.json, command).await?,
         Command::Digest(command) => {
             let bucket = stack
                 .digest_bucket

@@ -399,7 +399,9 @@ impl ModelActivities {
     }
 
     /// Asks until `check` accepts the answer, feeding each refusal back, at most `max_attempts`.
-    async fn ask<T>(
+    /// Returns the answer, the number of asks and the model's name. Activities with checks of
+    /// their own (completeness, uniqueness) call this with their check.
+    pub async fn ask<T>(
         &self,
         mut request: ModelRequest,
         check: impl Fn(&str) -> std::result::Result<T, String>,

@@ -15,6 +15,38 @@ pub trait SecretStore: Send + Sync {
     fn put<'a>(&'a self, name: &'a str, value: &'a str) -> BoxFuture<'a, Result<String>>;
     /// The value a reference points to.
     fn get<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Deletes the secret a reference points to, at once (a user who disconnects); deleting one
+    /// that is gone is not an error.
+    fn delete<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// The stack this store's secrets belong to (`reanimate/{namespace}/…`); empty for none.
+    fn namespace(&self) -> &str {
+        ""
+    }
+}
+
+/// The instance whose user a secret belongs to: secrets are named
+/// `reanimate/{namespace}/{instance}/{request}/…` after the request they answered (see
+/// [`redact`]), so the name says whose they are. `None` for a reference of another shape.
+pub fn secret_owner<'a>(reference: &'a str, namespace: &str) -> Option<&'a str> {
+    // An ARN (`arn:aws:secretsmanager:…:secret:NAME-AbCdEf`) or `memory:NAME`.
+    let name = reference
+        .split_once(":secret:")
+        .map(|(_, name)| name)
+        .or_else(|| reference.strip_prefix("memory:"))?;
+    let rest = name.strip_prefix("reanimate/")?;
+    let rest = if namespace.is_empty() {
+        rest
+    } else {
+        rest.strip_prefix(namespace)?.strip_prefix('/')?
+    };
+    rest.split_once('/').map(|(owner, _)| owner)
+}
+
+/// The root instance of an activity's caller, from its call id (`{instance}@{version}.{index}`,
+/// the instance `{root}/…` for a child): the user whose secrets the call may use.
+pub fn caller_root(call_id: &str) -> Option<&str> {
+    let (instance, _) = call_id.rsplit_once('@')?;
+    instance.split('/').next().filter(|root| !root.is_empty())
 }
 
 /// Secret values found in an answer: (JSON pointer, value), in document order.
@@ -54,8 +86,11 @@ fn collect(schema: &Value, value: &Value, at: String, found: &mut Vec<(String, S
     }
 }
 
-/// Replaces every secret field of `answer` by a reference from `store`. Names are derived from
-/// `scope` (the request id), the field's pointer and a fingerprint of the value: the same answer
+/// Replaces every secret field of `answer` by a reference from `store`. Names are
+/// `reanimate/{namespace}/{instance}/{request}{pointer}/{fingerprint}`: scoped by stack
+/// ([`SecretStore::namespace`]) and by the instance that asked (whose user the secret belongs to, see
+/// [`secret_owner`]), from `scope` (the request id), the field's pointer and a fingerprint of the
+/// value: the same answer
 /// sent twice (a retry) makes one secret, and a different answer that loses the race for the
 /// request cannot overwrite the secret of the answer that won.
 pub async fn redact(
@@ -66,16 +101,25 @@ pub async fn redact(
 ) -> Result<Value> {
     for (pointer, secret) in secret_fields(schema, &answer) {
         let fingerprint = crate::ids::fnv1a(crate::ids::FNV_OFFSET_BASIS, secret.as_bytes());
-        let name = format!("reanimate/{scope}{pointer}/{fingerprint:016x}")
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "/_+=.@-".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect::<String>();
+        // A request id is `{instance}?{version}.{index}`: the `?` becomes a path separator, so
+        // the instance is a segment of its own.
+        let namespace = match store.namespace() {
+            "" => String::new(),
+            namespace => format!("{namespace}/"),
+        };
+        let name = format!(
+            "reanimate/{namespace}{}{pointer}/{fingerprint:016x}",
+            scope.replace('?', "/")
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "/_+=.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>();
         let reference = store.put(&name, &secret).await?;
         match answer.pointer_mut(&pointer) {
             Some(slot) => *slot = Value::String(reference),
@@ -122,6 +166,16 @@ impl SecretStore for MemorySecrets {
             async move { value.ok_or_else(|| Error::terminal(format!("no secret {reference}"))) },
         )
     }
+
+    fn delete<'a>(&'a self, reference: &'a str) -> BoxFuture<'a, Result<()>> {
+        if let Some(name) = reference.strip_prefix("memory:") {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[cfg(test)]
@@ -144,13 +198,40 @@ mod tests {
             )]
         );
         let store = MemorySecrets::default();
-        let redacted = crate::sim::block_on(redact(&store, "r1", &schema, answer))
+        let redacted = crate::sim::block_on(redact(&store, "assistant-sam?3.1", &schema, answer))
             .unwrap_or_else(|e| panic!("{e}"));
         let fingerprint = crate::ids::fnv1a(crate::ids::FNV_OFFSET_BASIS, b"ya29.secret");
+        let reference =
+            format!("memory:reanimate/assistant-sam/3.1/mailbox/access_token/{fingerprint:016x}");
         assert_eq!(
             redacted,
-            json!({"mailbox": {"kind": "gmail", "access_token": format!("memory:reanimate/r1/mailbox/access_token/{fingerprint:016x}")}})
+            json!({"mailbox": {"kind": "gmail", "access_token": reference}})
         );
+        // The name says whose it is; a call from that user's instances may use it, no other.
+        assert_eq!(secret_owner(&reference, ""), Some("assistant-sam"));
+        assert_eq!(
+            secret_owner(
+                "arn:aws:secretsmanager:us-east-1:1:secret:reanimate/prod/assistant-ana/3.1/x-AbCdEf",
+                "prod"
+            ),
+            Some("assistant-ana")
+        );
+        assert_eq!(
+            secret_owner(
+                "arn:aws:secretsmanager:us-east-1:1:secret:reanimate/dev/assistant-ana/3.1/x",
+                "prod"
+            ),
+            None
+        );
+        assert_eq!(
+            secret_owner("arn:aws:secretsmanager:us-east-1:1:secret:other/thing", ""),
+            None
+        );
+        assert_eq!(
+            caller_root("assistant-sam/analysis-1/fetch@4.0"),
+            Some("assistant-sam")
+        );
+        assert_eq!(caller_root("assistant-sam@2.1"), Some("assistant-sam"));
         assert_eq!(store.values(), ["ya29.secret"]);
         assert!(
             secret_fields(

@@ -63,6 +63,56 @@ pub enum Answers {
     Interactive,
 }
 
+/// An email SES sent, as LocalStack's `GET /_aws/ses` reports it.
+#[derive(Clone, Debug)]
+pub struct DeliveredMail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// The emails LocalStack's SES emulation sent to `to` (its `/_aws/ses` endpoint); none when not
+/// on LocalStack.
+pub async fn delivered_to(to: &str) -> Result<Vec<DeliveredMail>> {
+    let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") else {
+        return Ok(Vec::new());
+    };
+    let url = format!("{}/_aws/ses", endpoint.trim_end_matches('/'));
+    let text = reqwest::get(&url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Error::retryable(format!("GET {url}: {e}")))?
+        .text()
+        .await
+        .map_err(|e| Error::retryable(format!("GET {url}: {e}")))?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| Error::terminal(format!("GET {url}: {e}")))?;
+    let text_of = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(json["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| DeliveredMail {
+            to: m["Destination"]["ToAddresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text_of)
+                .collect(),
+            subject: text_of(&m["Subject"]),
+            text: text_of(&m["Body"]["text_part"]),
+            html: text_of(&m["Body"]["html_part"]),
+        })
+        .filter(|m| m.to.iter().any(|t| t == to))
+        .collect())
+}
+
+/// Where the demo user's digests are emailed.
+pub fn demo_address(user: &str) -> String {
+    format!("{user}@example.org")
+}
+
 /// What one run produced.
 #[derive(Debug)]
 pub struct Outcome {
@@ -72,6 +122,8 @@ pub struct Outcome {
     pub instances: Vec<InstanceRecord>,
     /// S3 key → Markdown.
     pub digests: BTreeMap<String, String>,
+    /// The digests delivered by email to the user (read back from LocalStack's SES).
+    pub delivered: Vec<DeliveredMail>,
     pub report: Value,
     pub wall: Duration,
 }
@@ -228,7 +280,8 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
     let started = Instant::now();
     let deadline = started + LIMIT;
     let assistant = format!("assistant-{user}");
-    let hire = json!({"user": user, "batch_size": 25, "recurring": true});
+    let hire =
+        json!({"user": user, "batch_size": 25, "recurring": true, "email": demo_address(user)});
     let start = Envelope::start(
         MessageId::new(format!("hire:{user}"))?,
         InstanceId::new(&assistant)?,
@@ -342,6 +395,7 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
             if root.waiting.timers.contains_key("next-digest") {
                 let report = analysis.result.clone().unwrap_or(Value::Null);
                 let digests = stack.digests(user).await?;
+                let delivered = delivered_to(&demo_address(user)).await?;
                 let instances = stack.family(&assistant).await?;
                 let assistant = instances
                     .iter()
@@ -353,6 +407,7 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
                     assistant,
                     instances,
                     digests,
+                    delivered,
                     report,
                     wall: started.elapsed(),
                 });

@@ -165,6 +165,17 @@ async fn email_assistant(path: &str, run: &str) -> Result<()> {
             println!("[…]");
         }
     }
+    if let Some(mail) = outcome.delivered.first() {
+        println!(
+            "\n---- delivered by SES to {} ({} digests sent): {} ----",
+            mail.to.join(", "),
+            outcome.delivered.len(),
+            mail.subject
+        );
+        for line in mail.text.lines().take(14) {
+            println!("{line}");
+        }
+    }
     let steps = outcome.steps();
     println!(
         "\n{} instances ({}), {steps} steps, {} conditional writes to the instances table ({:.2} per step), {} digests, {:.1} s of wall time.",

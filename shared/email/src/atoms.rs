@@ -7,9 +7,11 @@
 //!                                   └─ a group complete ──▶ write-digest (one per hour/day/week)
 //! ```
 
-use crate::digest::{self, Ranked, StoreDigest, Stored};
-use crate::mail::{self, EmailHeader, FetchPage, GetEmails, MailboxRef, Page};
-use crate::prefs::{Grouping, Preferences};
+use crate::digest::{self, Delivery, Ranked, StoreDigest, Stored};
+use crate::gmail::GMAIL_DISCONNECTED;
+use crate::mail::{self, EmailHeader, FetchPage, MailboxRef, Page};
+use crate::prefs::{Grouping, Preferences, Style};
+use crate::rank::{self, RankRequest};
 use reanimate_core::playbook::{
     Choice, Decision, Generated, Generation, StepSpec, Tier, Untrusted,
 };
@@ -19,7 +21,7 @@ use reanimate_core::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// All six atoms.
@@ -55,6 +57,9 @@ pub struct Hire {
     /// Re-run the analysis every digest period for new mail.
     #[serde(default = "yes")]
     pub recurring: bool,
+    /// Where to email each digest (it is stored either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 fn one_day() -> u64 {
@@ -79,7 +84,15 @@ pub struct AssistantState {
     pub runs: u32,
     /// Mail up to this time has been analysed.
     pub analysed_until: Option<Timestamp>,
+    /// Where the latest digests are, newest last: at most [`RECENT_DIGESTS`], so the record stays
+    /// the same size however long the assistant runs (the store keeps them all).
     pub digests: Vec<String>,
+    /// Digests written since hired.
+    #[serde(default)]
+    pub digests_written: u64,
+    /// Why the latest run failed, when it did; the next run tries again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     /// The recurring digest schedule exists.
     #[serde(default)]
     pub digest_schedule_armed: bool,
@@ -90,13 +103,17 @@ pub struct AssistantState {
 pub struct EmailAssistant;
 
 pub const AUTH: &str = "auth";
+/// The signal that ends the assistant and deletes its user's mailbox secret.
+pub const DISCONNECT: &str = "disconnect";
+/// How many digest locations the assistant's record keeps.
+pub const RECENT_DIGESTS: usize = 14;
 pub const PREFERENCES: &str = "preferences";
 
 fn auth_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
     Ask {
         kind: AUTH.into(),
         prompt: format!(
-            "{prompt_prefix}Which mailbox should I read? A Maildir folder (relative to the mail root), or Gmail with an OAuth access token (stored as a secret, never in my state)."
+            "{prompt_prefix}Which mailbox should I read? A Maildir folder (relative to the mail root), or Gmail: run `reanimate connect gmail --request <this request>` to sign in with Google (the refresh token is kept as a secret, never in my state)."
         ),
         schema: json!({
             "type": "object",
@@ -111,13 +128,13 @@ fn auth_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
                 },
                 {
                     "type": "object",
-                    "required": ["kind", "access_token"],
+                    "required": ["kind", "refresh_token"],
                     "additionalProperties": false,
                     "properties": {
                         "kind": {"const": "gmail"},
                         // Kept in the secret store by the client that answers; the assistant
                         // only ever sees a reference to it.
-                        "access_token": {"type": "string", "minLength": 8, "writeOnly": true},
+                        "refresh_token": {"type": "string", "minLength": 8, "writeOnly": true},
                         "query": {"type": "string"}
                     }
                 }
@@ -147,6 +164,9 @@ fn preferences_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisReport {
     pub emails: u64,
+    /// Emails that could not be read (listed in their digest with their headers).
+    #[serde(default)]
+    pub unreadable: u64,
     pub batches: u64,
     pub digests: Vec<DigestWritten>,
     pub decisions: Vec<DecisionLog>,
@@ -155,6 +175,28 @@ pub struct AnalysisReport {
 }
 
 impl EmailAssistant {
+    fn farewell(state: &AssistantState) -> Value {
+        json!({
+            "user": state.hire.as_ref().map(|h| h.user.clone()),
+            "disconnected": true,
+            "digests_written": state.digests_written,
+        })
+    }
+
+    /// One recurring schedule (a Scheduler `rate()` on AWS) for every later run.
+    fn arm_schedule(state: &mut AssistantState, ctx: &mut Context<'_>) {
+        if state.digest_schedule_armed {
+            return;
+        }
+        let period = match state.preferences.as_ref().map(|p| p.grouping) {
+            Some(Grouping::Hour) => 3600,
+            Some(Grouping::Week) => 7 * 86_400,
+            _ => 86_400,
+        };
+        ctx.set_recurring_timer("next-digest", Duration::from_secs(period));
+        state.digest_schedule_armed = true;
+    }
+
     fn maybe_start(state: &mut AssistantState, ctx: &mut Context<'_>) -> Result<()> {
         let (Some(hire), Some(mailbox), Some(preferences)) =
             (&state.hire, &state.mailbox, &state.preferences)
@@ -171,6 +213,9 @@ impl EmailAssistant {
             preferences: preferences.clone(),
             batch_size: hire.batch_size,
             since: state.analysed_until,
+            // Mail delivered after the run starts is the next run's.
+            until: Some(ctx.now()),
+            deliver_to: hire.email.clone(),
         };
         state.analysis =
             Some(ctx.spawn::<BulkEmailAnalysis>(format!("analysis-{}", state.runs), &input));
@@ -263,36 +308,74 @@ impl Atom for EmailAssistant {
             AtomEvent::ChildCompleted { output, .. } => {
                 let report: AnalysisReport = decode("analysis report", output)?;
                 state.analysis = None;
+                state.last_failure = None;
+                state.digests_written += report.digests.len() as u64;
                 state
                     .digests
                     .extend(report.digests.iter().map(|d| d.location.clone()));
-                if report.until.is_some() {
+                let excess = state.digests.len().saturating_sub(RECENT_DIGESTS);
+                state.digests.drain(..excess);
+                if report.until > state.analysed_until {
                     state.analysed_until = report.until;
                 }
                 let recurring = state.hire.as_ref().is_some_and(|h| h.recurring);
                 if recurring {
-                    if !state.digest_schedule_armed {
-                        // One recurring schedule (a Scheduler rate() on AWS) for every later run.
-                        let period = match state.preferences.as_ref().map(|p| p.grouping) {
-                            Some(Grouping::Hour) => 3600,
-                            Some(Grouping::Week) => 7 * 86_400,
-                            _ => 86_400,
-                        };
-                        ctx.set_recurring_timer("next-digest", Duration::from_secs(period));
-                        state.digest_schedule_armed = true;
-                    }
+                    Self::arm_schedule(state, ctx);
                 } else {
                     return Ok(Step::Complete(json!({
                         "user": state.hire.as_ref().map(|h| h.user.clone()),
                         "digests": state.digests,
+                        "digests_written": state.digests_written,
                     })));
                 }
             }
             AtomEvent::TimerFired { name } if name == "next-digest" => {
                 Self::maybe_start(state, ctx)?;
             }
+            AtomEvent::Signal { name, .. } if name == DISCONNECT => {
+                // The user leaves: their Gmail token is deleted, then the assistant ends (and
+                // with it its schedule).
+                match state.mailbox.take() {
+                    Some(mailbox) => ctx.call(mail::FORGET, DISCONNECT, &mailbox),
+                    None => return Ok(Step::Complete(Self::farewell(state))),
+                }
+            }
+            AtomEvent::CallCompleted { tag, .. } if tag == DISCONNECT => {
+                return Ok(Step::Complete(Self::farewell(state)));
+            }
+            AtomEvent::CallFailed { tag, reason } if tag == DISCONNECT => {
+                return Ok(Step::Fail(format!(
+                    "disconnecting failed, the mailbox secret may remain: {reason}"
+                )));
+            }
+            AtomEvent::ChildFailed { reason, .. } if reason.contains(GMAIL_DISCONNECTED) => {
+                // A revoked or expired refresh token: ask the user to connect again, then carry
+                // on where the last run ended.
+                tracing::info!(%reason, "Gmail disconnected");
+                state.analysis = None;
+                state.mailbox = None;
+                state.reminders.remove(AUTH);
+                let deadline = ctx.now().plus(Duration::from_secs(
+                    state
+                        .hire
+                        .as_ref()
+                        .map_or(one_day(), |h| h.remind_after_secs),
+                ));
+                ctx.ask_user(auth_ask(
+                    "Gmail disconnected (access was revoked or has expired): reconnect Gmail. ",
+                    deadline,
+                ));
+            }
             AtomEvent::ChildFailed { reason, .. } => {
-                return Ok(Step::Fail(format!("the email analysis failed: {reason}")));
+                if !state.hire.as_ref().is_some_and(|h| h.recurring) {
+                    return Ok(Step::Fail(format!("the email analysis failed: {reason}")));
+                }
+                Self::arm_schedule(state, ctx);
+                // A daily assistant outlives one bad run: the next run starts from the same
+                // cursor, so no mail is skipped.
+                tracing::warn!(%reason, "the email analysis failed; the next run retries");
+                state.analysis = None;
+                state.last_failure = Some(reason);
             }
             _ => {}
         }
@@ -307,8 +390,37 @@ impl Atom for EmailAssistant {
 pub struct FetchInput {
     pub mailbox: MailboxRef,
     pub batch_size: usize,
+    /// Only mail sent after this (the previous run's cursor).
     #[serde(default)]
     pub since: Option<Timestamp>,
+    /// Only mail sent up to this (the run's start).
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+}
+
+/// At most this many bytes of (capped) body text in one batch: a batch's summaries fit one
+/// activity's time and its ranked result one message, whatever the mail.
+pub const BATCH_BYTES: u64 = 48_000;
+
+/// Cuts `emails` into batches of at most `count` emails and [`BATCH_BYTES`] of body text (an email
+/// larger than that is a batch of its own).
+pub fn split_batches(emails: Vec<EmailHeader>, count: usize) -> Vec<Vec<EmailHeader>> {
+    let mut batches: Vec<Vec<EmailHeader>> = Vec::new();
+    let mut bytes = 0;
+    for email in emails {
+        let fits = batches
+            .last()
+            .is_some_and(|b| b.len() < count.max(1) && bytes + email.size <= BATCH_BYTES);
+        if !fits {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += email.size;
+        if let Some(batch) = batches.last_mut() {
+            batch.push(email);
+        }
+    }
+    batches
 }
 
 /// One batch, reported to the parent as progress: headers only; the bodies stay in the mailbox
@@ -381,18 +493,19 @@ impl Atom for FetchEmails {
                     .clone()
                     .ok_or_else(|| Error::terminal("no input"))?;
                 let page: Page = decode("mail page", output)?;
+                let listed = page.emails.len();
                 let fresh: Vec<EmailHeader> = page
                     .emails
-                    .iter()
+                    .into_iter()
                     .filter(|e| input.since.is_none_or(|since| e.date > since))
-                    .map(|e| e.header())
+                    .filter(|e| input.until.is_none_or(|until| e.date <= until))
                     .collect();
-                state.skipped += (page.emails.len() - fresh.len()) as u64;
-                if !fresh.is_empty() {
-                    state.emails += fresh.len() as u64;
+                state.skipped += (listed - fresh.len()) as u64;
+                state.emails += fresh.len() as u64;
+                for emails in split_batches(fresh, input.batch_size) {
                     ctx.report_progress(&Batch {
                         seq: state.batches,
-                        emails: fresh,
+                        emails,
                         oldest_first: page.oldest_first,
                     });
                     state.batches += 1;
@@ -430,6 +543,11 @@ pub struct AnalysisInput {
     pub batch_size: usize,
     #[serde(default)]
     pub since: Option<Timestamp>,
+    #[serde(default)]
+    pub until: Option<Timestamp>,
+    /// Where to email each digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_to: Option<String>,
 }
 
 /// A decision the playbook acted on, kept for the history and the report.
@@ -448,6 +566,9 @@ pub struct DigestWritten {
     pub group: String,
     pub location: String,
     pub emails: u64,
+    /// The message id of the email that delivered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -466,6 +587,8 @@ pub struct AnalysisState {
     pub fetch_done: bool,
     pub batches: u64,
     pub emails: u64,
+    #[serde(default)]
+    pub unreadable: u64,
     /// The latest group any fetched email belongs to (fetching is oldest first).
     pub latest_group: Option<String>,
     pub latest_date: Option<Timestamp>,
@@ -476,8 +599,8 @@ pub struct AnalysisState {
     pub groups: BTreeMap<String, Group>,
     /// Batches waiting for a decision, by sequence number.
     pub undecided: BTreeMap<u64, Vec<EmailHeader>>,
-    /// Batches being summarised.
-    pub summarizing: BTreeSet<u64>,
+    /// Batches being summarised (kept so a batch that cannot be summarised is still listed).
+    pub summarizing: BTreeMap<u64, Vec<EmailHeader>>,
     pub decisions: Vec<DecisionLog>,
 }
 
@@ -488,14 +611,11 @@ pub struct BulkEmailAnalysis;
 pub const SUMMARIZE: &str = "summarize_rank";
 pub const SUMMARIZE_CAREFULLY: &str = "summarize_rank_carefully";
 
-/// The steps a batch decision may choose from. Nothing else exists.
+/// The steps a batch decision may choose from. Nothing else exists. They take no arguments: the
+/// batch a decision applies to is the one the decision was asked about (its call's tag), never
+/// one a model names.
 pub fn batch_steps() -> Vec<StepSpec> {
-    let args = json!({
-        "type": "object",
-        "required": ["batch"],
-        "additionalProperties": false,
-        "properties": {"batch": {"type": "integer", "minimum": 0}}
-    });
+    let args = json!({"type": "object"});
     vec![
         StepSpec::new(
             SUMMARIZE,
@@ -510,6 +630,47 @@ pub fn batch_steps() -> Vec<StepSpec> {
     ]
 }
 
+/// What the application knows about a batch, for a decision: counts it computed itself. No email
+/// text is shown to the deciding model, so no email can steer a decision.
+fn batch_facts(preferences: &Preferences, seq: u64, emails: &[EmailHeader]) -> Value {
+    let urgent = emails
+        .iter()
+        .filter(|e| preferences.is_urgent_sender(&e.from))
+        .count();
+    let on_topic = emails
+        .iter()
+        .filter(|e| {
+            let subject = e.subject.to_lowercase();
+            preferences
+                .keywords
+                .iter()
+                .any(|k| subject.contains(&k.to_lowercase()))
+        })
+        .count();
+    json!({
+        "batch": seq,
+        "emails": emails.len(),
+        "from_urgent_senders": urgent,
+        "subjects_on_user_topics": on_topic,
+        "user_topics": preferences.keywords,
+    })
+}
+
+/// The step the playbook's own rule takes for a batch.
+fn suggested_step(facts: &Value) -> &'static str {
+    if facts["from_urgent_senders"].as_u64().unwrap_or(0) > 0 {
+        SUMMARIZE_CAREFULLY
+    } else {
+        SUMMARIZE
+    }
+}
+
+fn batch_tag(prefix: &str, tag: &str) -> Result<u64> {
+    tag.strip_prefix(prefix)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::terminal(format!("unexpected tag {tag:?}")))
+}
+
 impl BulkEmailAnalysis {
     fn decide_batch(
         input: &AnalysisInput,
@@ -517,15 +678,8 @@ impl BulkEmailAnalysis {
         emails: &[EmailHeader],
         ctx: &mut Context<'_>,
     ) {
-        let urgent = emails
-            .iter()
-            .filter(|e| input.preferences.is_urgent_sender(&e.from))
-            .count();
-        let suggested = if urgent > 0 {
-            SUMMARIZE_CAREFULLY
-        } else {
-            SUMMARIZE
-        };
+        let facts = batch_facts(&input.preferences, seq, emails);
+        let suggested = suggested_step(&facts);
         ctx.decide(
             format!("batch-{seq}"),
             &Decision {
@@ -533,29 +687,22 @@ impl BulkEmailAnalysis {
                     "Produce {:?} email digests for {}, every email summarised and ranked exactly once.",
                     input.preferences.grouping, input.user
                 ),
-                facts: json!({
-                    "batch": seq,
-                    "emails": emails.len(),
-                    "from_urgent_senders": urgent,
-                    "user_topics": input.preferences.keywords,
-                }),
-                data: emails
-                    .iter()
-                    .map(|e| Untrusted::new(format!("subject of email {}", e.id), e.subject.clone()))
-                    .collect(),
+                facts,
+                data: Vec::new(),
                 steps: batch_steps(),
                 tier: Tier::Standard,
                 hint: json!({
-                    "suggested": {"step": suggested, "args": {"batch": seq}},
-                    "why": if urgent > 0 { "the batch has mail from urgent senders" } else { "a routine batch" },
+                    "suggested": {"step": suggested, "args": {}},
+                    "why": if suggested == SUMMARIZE_CAREFULLY { "the batch has mail from urgent senders" } else { "a routine batch" },
                 }),
             },
         );
     }
 
-    /// Acts on a choice (the model's or the planner's) for a batch.
+    /// Acts on a choice (the model's or the planner's) for batch `batch`.
     fn act(
         state: &mut AnalysisState,
+        batch: u64,
         choice: &Choice,
         by: String,
         ctx: &mut Context<'_>,
@@ -564,28 +711,25 @@ impl BulkEmailAnalysis {
             .input
             .clone()
             .ok_or_else(|| Error::terminal("no input"))?;
-        let batch = choice.args["batch"]
-            .as_u64()
-            .ok_or_else(|| Error::terminal("a batch step without a batch"))?;
         let tier = match choice.step.as_str() {
             SUMMARIZE => Tier::Standard,
             SUMMARIZE_CAREFULLY => Tier::Strong,
             other => return Err(Error::terminal(format!("undeclared step {other:?}"))),
         };
         let Some(emails) = state.undecided.remove(&batch) else {
-            // Already handled: the choice named a batch that is not waiting.
+            // Already handled (a redelivered choice).
             return Ok(());
         };
         ctx.spawn::<SummarizeRank>(
             format!("rank-{batch}"),
-            &RankInput {
+            &RankRequest {
                 mailbox: input.mailbox.clone(),
-                emails,
+                emails: emails.clone(),
                 preferences: input.preferences.clone(),
                 tier,
             },
         );
-        state.summarizing.insert(batch);
+        state.summarizing.insert(batch, emails);
         state.decisions.push(DecisionLog {
             batch,
             step: choice.step.clone(),
@@ -594,6 +738,19 @@ impl BulkEmailAnalysis {
             attempts: choice.attempts,
         });
         Ok(())
+    }
+
+    /// Files ranked emails under their groups.
+    fn file(state: &mut AnalysisState, ranked: Vec<Ranked>) {
+        let grouping = state
+            .input
+            .as_ref()
+            .map(|i| i.preferences.grouping)
+            .unwrap_or_default();
+        for entry in ranked {
+            let key = digest::group_key(entry.date, grouping);
+            state.groups.entry(key).or_default().ranked.push(entry);
+        }
     }
 
     /// Starts a digest for every group that is complete: all its emails ranked, and no more of
@@ -623,6 +780,8 @@ impl BulkEmailAnalysis {
                     user: input.user.clone(),
                     group: key.clone(),
                     grouping: input.preferences.grouping,
+                    style: input.preferences.style,
+                    deliver_to: input.deliver_to.clone(),
                     entries,
                 },
             );
@@ -638,6 +797,7 @@ impl BulkEmailAnalysis {
             && state.groups.values().all(|g| g.written.is_some());
         done.then(|| AnalysisReport {
             emails: state.emails,
+            unreadable: state.unreadable,
             batches: state.batches,
             digests: state
                 .groups
@@ -670,6 +830,7 @@ impl Atom for BulkEmailAnalysis {
                         mailbox: input.mailbox.clone(),
                         batch_size: input.batch_size,
                         since: input.since,
+                        until: input.until,
                     },
                 );
                 state.input = Some(input);
@@ -694,13 +855,15 @@ impl Atom for BulkEmailAnalysis {
                 }
                 state.batches += 1;
                 state.emails += batch.emails.len() as u64;
+                state.unreadable += batch.emails.iter().filter(|e| e.unreadable).count() as u64;
                 Self::decide_batch(&input, batch.seq, &batch.emails, ctx);
                 state.undecided.insert(batch.seq, batch.emails);
             }
-            AtomEvent::CallCompleted { output, .. } => {
+            AtomEvent::CallCompleted { tag, output } => {
+                let batch = batch_tag("batch-", &tag)?;
                 let choice: Choice = decode("choice", output)?;
                 let by = choice.model.clone();
-                Self::act(state, &choice, by, ctx)?;
+                Self::act(state, batch, &choice, by, ctx)?;
             }
             AtomEvent::CallFailed { tag, reason } => {
                 // No valid choice from the model: the planner takes over this batch.
@@ -708,24 +871,18 @@ impl Atom for BulkEmailAnalysis {
                     .input
                     .clone()
                     .ok_or_else(|| Error::terminal("no input"))?;
-                let seq: u64 = tag
-                    .strip_prefix("batch-")
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| Error::terminal(format!("unexpected call {tag}")))?;
-                let urgent = state.undecided.get(&seq).map_or(0, |emails| {
-                    emails
-                        .iter()
-                        .filter(|e| input.preferences.is_urgent_sender(&e.from))
-                        .count()
-                });
+                let seq = batch_tag("batch-", &tag)?;
+                let emails = state.undecided.get(&seq).cloned().unwrap_or_default();
+                let facts = batch_facts(&input.preferences, seq, &emails);
+                let suggested = suggested_step(&facts);
                 ctx.spawn::<Planner>(
                     format!("plan-{seq}"),
                     &PlanInput {
                         goal: format!("Summarise and rank batch {seq} of {}'s mail.", input.user),
-                        facts: json!({"batch": seq, "from_urgent_senders": urgent}),
+                        facts,
                         steps: batch_steps(),
                         problem: reason,
-                        hint: json!({"suggested": {"step": SUMMARIZE, "args": {"batch": seq}}}),
+                        hint: json!({"suggested": {"step": suggested, "args": {}}}),
                     },
                 );
             }
@@ -733,27 +890,59 @@ impl Atom for BulkEmailAnalysis {
                 if tag == "fetch" {
                     state.fetch_done = true;
                 } else if tag.starts_with("plan-") {
+                    let batch = batch_tag("plan-", &tag)?;
                     let plan: PlanOutput = decode("plan", output)?;
-                    Self::act(state, &plan.choice, format!("planner: {}", plan.why), ctx)?;
-                } else if let Some(batch) = tag.strip_prefix("rank-") {
-                    let batch: u64 = batch.parse().map_err(|_| Error::terminal("bad tag"))?;
+                    Self::act(
+                        state,
+                        batch,
+                        &plan.choice,
+                        format!("planner: {}", plan.why),
+                        ctx,
+                    )?;
+                } else if tag.starts_with("rank-") {
+                    let batch = batch_tag("rank-", &tag)?;
                     state.summarizing.remove(&batch);
-                    let grouping = state
-                        .input
-                        .as_ref()
-                        .map(|i| i.preferences.grouping)
-                        .unwrap_or_default();
                     let ranked: Vec<Ranked> = decode("ranked emails", output)?;
-                    for entry in ranked {
-                        let key = digest::group_key(entry.date, grouping);
-                        state.groups.entry(key).or_default().ranked.push(entry);
-                    }
+                    Self::file(state, ranked);
                 } else if let Some(group) = tag.strip_prefix("digest-") {
                     let written: DigestWritten = decode("digest", output)?;
                     if let Some(g) = state.groups.get_mut(group) {
                         g.written = Some(written);
                     }
                 }
+            }
+            AtomEvent::ChildFailed { tag, reason, .. } if tag.starts_with("rank-") => {
+                // A batch that cannot be summarised is listed, never a failed analysis.
+                let batch = batch_tag("rank-", &tag)?;
+                let emails = state.summarizing.remove(&batch).unwrap_or_default();
+                let preferences = state
+                    .input
+                    .as_ref()
+                    .map(|i| i.preferences.clone())
+                    .unwrap_or_default();
+                let listed = emails
+                    .iter()
+                    .map(|e| SummarizeRank::listed(e, &preferences, &reason))
+                    .collect();
+                Self::file(state, listed);
+            }
+            AtomEvent::ChildFailed { tag, reason, .. } if tag.starts_with("plan-") => {
+                // Nobody could decide: the playbook's own rule decides.
+                let batch = batch_tag("plan-", &tag)?;
+                let input = state
+                    .input
+                    .clone()
+                    .ok_or_else(|| Error::terminal("no input"))?;
+                let emails = state.undecided.get(&batch).cloned().unwrap_or_default();
+                let step = suggested_step(&batch_facts(&input.preferences, batch, &emails));
+                let choice = Choice {
+                    step: step.into(),
+                    args: json!({}),
+                    why: format!("the planner failed ({reason}); the playbook's rule"),
+                    attempts: 0,
+                    model: "rule".into(),
+                };
+                Self::act(state, batch, &choice, "rule".into(), ctx)?;
             }
             AtomEvent::ChildFailed { tag, reason, .. } => {
                 return Ok(Step::Fail(format!("{tag} failed: {reason}")));
@@ -771,130 +960,64 @@ impl Atom for BulkEmailAnalysis {
 // ---------------------------------------------------------------------------------------------
 // summarize-rank
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RankInput {
-    pub mailbox: MailboxRef,
-    pub emails: Vec<EmailHeader>,
-    pub preferences: Preferences,
-    #[serde(default)]
-    pub tier: Tier,
-}
-
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RankState {
-    pub input: Option<RankInput>,
+    pub input: Option<RankRequest>,
 }
 
-/// Summarises and ranks one batch of emails with one model call.
+/// Summarises and ranks one batch of emails (the `email.summarize_rank` activity). Never fails:
+/// a batch that cannot be summarised comes back as a listing of its emails.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SummarizeRank;
 
-/// What the model must return for a batch.
-pub fn rank_schema() -> Value {
-    json!({
-        "type": "object",
-        "required": ["items"],
-        "properties": {"items": {"type": "array", "items": {
-            "type": "object",
-            "required": ["id", "summary", "rank", "reason"],
-            "properties": {
-                "id": {"type": "string"},
-                "summary": {"type": "string", "maxLength": 400},
-                "rank": {"type": "integer", "minimum": 1, "maximum": 5},
-                "reason": {"type": "string", "maxLength": 200}
-            }
-        }}}
-    })
+impl SummarizeRank {
+    /// An email listed without a summary, ranked by the offline rules on its headers.
+    pub fn listed(email: &EmailHeader, preferences: &Preferences, why: &str) -> Ranked {
+        if email.unreadable {
+            return Ranked::unreadable(email);
+        }
+        let (rank, reason) = crate::offline::rank(preferences, &email.from, &email.subject, "");
+        Ranked {
+            rank,
+            reason,
+            note: Some(format!("not summarised: {}", mail::cap_text(why, 200))),
+            ..Ranked::of(email)
+        }
+    }
 }
 
 impl Atom for SummarizeRank {
     const TYPE: &'static str = "summarize-rank";
-    type Input = RankInput;
+    type Input = RankRequest;
     type State = RankState;
     type Output = Vec<Ranked>;
 
     fn step(
         &self,
         state: &mut RankState,
-        event: AtomEvent<RankInput>,
+        event: AtomEvent<RankRequest>,
         ctx: &mut Context<'_>,
     ) -> Result<Step<Vec<Ranked>>> {
         match event {
             AtomEvent::Started(input) => {
-                ctx.call(
-                    mail::GET,
-                    "get",
-                    &GetEmails {
-                        mailbox: input.mailbox.clone(),
-                        ids: input.emails.iter().map(|e| e.id.clone()).collect(),
-                    },
-                );
+                ctx.call(rank::SUMMARIZE_RANK, "rank", &input);
                 state.input = Some(input);
             }
-            AtomEvent::CallCompleted { tag, output } if tag == "get" => {
-                let input = state
-                    .input
-                    .as_ref()
-                    .ok_or_else(|| Error::terminal("no input"))?;
-                let emails: Vec<mail::Email> = decode("emails", output)?;
-                ctx.generate(
-                    "rank",
-                    &Generation {
-                        task: "summarize_rank".into(),
-                        instructions: "For every email below, write a one- or two-sentence summary of what it says or asks, and rank its importance to the user from 1 (ignore) to 5 (urgent) with a short reason. Apply the user's preferences in the facts. Return one item per email, with its id.".into(),
-                        facts: json!({"preferences": input.preferences}),
-                        data: emails
-                            .iter()
-                            .map(|e| {
-                                Untrusted::new(
-                                    format!("email {}", e.id),
-                                    format!("From: {} <{}>\nSubject: {}\n\n{}", e.from_name, e.from, e.subject, e.body),
-                                )
-                            })
-                            .collect(),
-                        output_schema: rank_schema(),
-                        tier: input.tier,
-                        hint: Value::Null,
-                    },
-                );
-            }
             AtomEvent::CallCompleted { output, .. } => {
-                let input = state
-                    .input
-                    .as_ref()
-                    .ok_or_else(|| Error::terminal("no input"))?;
-                let generated: Generated = decode("ranking", output)?;
-                let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
-                for item in generated.value["items"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                {
-                    let id = item["id"].as_str().unwrap_or_default().to_string();
-                    by_id.insert(id, item);
-                }
-                let mut ranked = Vec::with_capacity(input.emails.len());
-                for email in &input.emails {
-                    let Some(item) = by_id.remove(&email.id) else {
-                        return Ok(Step::Fail(format!(
-                            "the model did not rank email {}",
-                            email.id
-                        )));
-                    };
-                    ranked.push(Ranked {
-                        id: email.id.clone(),
-                        from: email.from.clone(),
-                        subject: email.subject.clone(),
-                        date: email.date,
-                        summary: item["summary"].as_str().unwrap_or_default().to_string(),
-                        rank: item["rank"].as_u64().unwrap_or(1).clamp(1, 5) as u8,
-                        reason: item["reason"].as_str().unwrap_or_default().to_string(),
-                    });
-                }
-                return Ok(Step::Complete(ranked));
+                return Ok(Step::Complete(decode("ranked emails", output)?));
             }
             AtomEvent::CallFailed { reason, .. } => {
-                return Ok(Step::Fail(format!("summarising failed: {reason}")));
+                let input = state
+                    .input
+                    .as_ref()
+                    .ok_or_else(|| Error::terminal("no input"))?;
+                tracing::warn!(%reason, "a batch could not be summarised; it is listed");
+                let listed = input
+                    .emails
+                    .iter()
+                    .map(|e| Self::listed(e, &input.preferences, &reason))
+                    .collect();
+                return Ok(Step::Complete(listed));
             }
             _ => {}
         }
@@ -910,6 +1033,11 @@ pub struct DigestInput {
     pub user: String,
     pub group: String,
     pub grouping: Grouping,
+    #[serde(default)]
+    pub style: Style,
+    /// Where to email it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_to: Option<String>,
     /// Sorted, most important first.
     pub entries: Vec<Ranked>,
 }
@@ -918,6 +1046,20 @@ pub struct DigestInput {
 pub struct DigestState {
     pub group: String,
     pub emails: u64,
+}
+
+/// The subject line of a delivered digest.
+fn digest_subject(grouping: Grouping, group: &str, entries: &[Ranked]) -> String {
+    let period = match grouping {
+        Grouping::Hour => "Hourly",
+        Grouping::Day => "Daily",
+        Grouping::Week => "Weekly",
+    };
+    let urgent = entries.iter().filter(|e| e.rank >= 4).count();
+    format!(
+        "{period} digest {group}: {} emails, {urgent} that matter",
+        entries.len()
+    )
 }
 
 /// Writes one group's Markdown digest to the digest store.
@@ -954,14 +1096,24 @@ impl Atom for WriteDigest {
     ) -> Result<Step<DigestWritten>> {
         match event {
             AtomEvent::Started(input) => {
-                let markdown =
-                    digest::render(&input.user, &input.group, input.grouping, &input.entries);
+                let markdown = digest::render(
+                    &input.user,
+                    &input.group,
+                    input.grouping,
+                    input.style,
+                    &input.entries,
+                );
+                let deliver = input.deliver_to.as_ref().map(|to| Delivery {
+                    to: to.clone(),
+                    subject: digest_subject(input.grouping, &input.group, &input.entries),
+                });
                 ctx.call(
                     digest::STORE,
                     "store",
                     &StoreDigest {
                         key: digest_key(&input.user, &input.group),
                         markdown,
+                        deliver,
                     },
                 );
                 state.group = input.group;
@@ -973,6 +1125,7 @@ impl Atom for WriteDigest {
                     group: state.group.clone(),
                     location: stored.location,
                     emails: state.emails,
+                    delivered: stored.delivered,
                 }));
             }
             AtomEvent::CallFailed { reason, .. } => {
@@ -1014,10 +1167,62 @@ pub struct PlannerState {
 
 /// Handles what a playbook could not decide: asks the stronger model to pick one of the
 /// playbook's declared steps, or to ask the user.
+///
+/// Everything a model wrote (the refusals that brought the matter here) is shown to the planner's
+/// model as untrusted data, never as part of its goal. The model cannot write to the user: asking
+/// the user means choosing [`ASK_USER`], which opens the one request kind the planner declares,
+/// [`CHOOSE_STEP`], with a fixed prompt built from the declared steps and a deadline; when that
+/// passes unanswered, the playbook's own suggested step is taken.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Planner;
 
 pub const ASK_USER: &str = "ask_user";
+/// The request kind the planner opens for the user.
+pub const CHOOSE_STEP: &str = "choose_step";
+/// How long the user has to choose before the playbook's rule decides.
+pub const CHOOSE_STEP_DEADLINE: Duration = Duration::from_secs(86_400);
+
+impl Planner {
+    /// The step the playbook itself suggested, or the first declared one.
+    fn default_choice(input: &PlanInput, why: &str) -> Result<Choice> {
+        let suggested = input.hint["suggested"]["step"].as_str();
+        let step = input
+            .steps
+            .iter()
+            .find(|s| Some(s.name.as_str()) == suggested)
+            .or_else(|| input.steps.first())
+            .ok_or_else(|| Error::terminal("a plan needs at least one declared step"))?;
+        Ok(Choice {
+            step: step.name.clone(),
+            args: input.hint["suggested"]["args"].clone(),
+            why: why.into(),
+            attempts: 0,
+            model: "rule".into(),
+        })
+    }
+
+    fn choose_step_ask(input: &PlanInput, deadline: Timestamp) -> Ask {
+        let mut prompt = format!(
+            "{} The assistant could not decide how to go on and asks you to choose:",
+            input.goal
+        );
+        for step in &input.steps {
+            prompt.push_str(&format!("\n- {}: {}", step.name, step.description));
+        }
+        let names: Vec<&str> = input.steps.iter().map(|s| s.name.as_str()).collect();
+        Ask {
+            kind: CHOOSE_STEP.into(),
+            prompt,
+            schema: json!({
+                "type": "object",
+                "required": ["step"],
+                "additionalProperties": false,
+                "properties": {"step": {"enum": names}}
+            }),
+            deadline: Some(deadline),
+        }
+    }
+}
 
 impl Atom for Planner {
     const TYPE: &'static str = "planner";
@@ -1036,18 +1241,21 @@ impl Atom for Planner {
                 let mut steps = input.steps.clone();
                 steps.push(StepSpec::new(
                     ASK_USER,
-                    "Ask the user which step to take, when the choice needs their judgement.",
-                    json!({"type": "object", "required": ["question"], "properties": {"question": {"type": "string", "minLength": 5}}}),
+                    "Ask the user to choose among the declared steps, when the choice needs their judgement. The question is written by the application.",
+                    json!({"type": "object"}),
                 ));
                 ctx.decide(
                     "plan",
                     &Decision {
                         goal: format!(
-                            "{} The workflow could not choose its next step automatically ({}). Choose the declared step that best serves the goal, or ask the user.",
-                            input.goal, input.problem
+                            "{} The workflow could not choose its next step automatically (the data says what went wrong). Choose the declared step that best serves the goal, or ask the user.",
+                            input.goal
                         ),
                         facts: input.facts.clone(),
-                        data: Vec::new(),
+                        data: vec![Untrusted::new(
+                            "why the workflow could not decide (model output)",
+                            mail::cap_text(&input.problem, 2_000),
+                        )],
                         steps,
                         tier: Tier::Strong,
                         hint: input.hint.clone(),
@@ -1062,29 +1270,25 @@ impl Atom for Planner {
                         .input
                         .as_ref()
                         .ok_or_else(|| Error::terminal("no input"))?;
-                    let names: Vec<&str> = input.steps.iter().map(|s| s.name.as_str()).collect();
-                    ctx.ask_user(Ask {
-                        kind: "plan".into(),
-                        prompt: choice.args["question"]
-                            .as_str()
-                            .unwrap_or("Which step next?")
-                            .to_string(),
-                        schema: json!({
-                            "type": "object",
-                            "required": ["step", "args"],
-                            "properties": {"step": {"enum": names}, "args": {"type": "object"}}
-                        }),
-                        deadline: None,
-                    });
+                    let deadline = ctx.now().plus(CHOOSE_STEP_DEADLINE);
+                    ctx.ask_user(Self::choose_step_ask(input, deadline));
                     return Ok(Step::Suspend);
                 }
                 let why = choice.why.clone();
                 return Ok(Step::Complete(PlanOutput { choice, why }));
             }
             AtomEvent::UserAnswered { answer, .. } => {
+                let input = state
+                    .input
+                    .as_ref()
+                    .ok_or_else(|| Error::terminal("no input"))?;
+                let step = answer["step"].as_str().unwrap_or_default();
+                if !input.steps.iter().any(|s| s.name == step) {
+                    return Err(Error::terminal(format!("{step:?} is not a declared step")));
+                }
                 let choice = Choice {
-                    step: answer["step"].as_str().unwrap_or_default().to_string(),
-                    args: answer["args"].clone(),
+                    step: step.to_string(),
+                    args: json!({}),
                     why: "the user chose it".into(),
                     attempts: 1,
                     model: "user".into(),
@@ -1092,6 +1296,18 @@ impl Atom for Planner {
                 return Ok(Step::Complete(PlanOutput {
                     choice,
                     why: "the user chose it".into(),
+                }));
+            }
+            AtomEvent::RequestExpired { .. } => {
+                let input = state
+                    .input
+                    .as_ref()
+                    .ok_or_else(|| Error::terminal("no input"))?;
+                let why = "the user did not choose in time; the playbook's rule";
+                let choice = Self::default_choice(input, why)?;
+                return Ok(Step::Complete(PlanOutput {
+                    choice,
+                    why: why.into(),
                 }));
             }
             AtomEvent::CallFailed { reason, .. } => {

@@ -4,7 +4,7 @@
 use reanimate_core::sim::{Faults, SilentUser, Simulation};
 use reanimate_core::{Envelope, InstanceId, MessageId, Status};
 use reanimate_email::atoms::{self, AnalysisReport};
-use reanimate_email::digest::FolderDigests;
+use reanimate_email::digest::{FolderDigests, FolderMailer, Ranked};
 use reanimate_email::mail::MaildirSource;
 use reanimate_email::offline::OfflineHeuristicModel;
 use reanimate_email::scenario::AnswerFile;
@@ -39,23 +39,70 @@ struct Run {
     /// Digest file name → content.
     digests: BTreeMap<String, String>,
     instances: BTreeMap<String, usize>,
+    /// Every summarize-rank result, by email id (a duplicate id would fail the run).
+    ranked: BTreeMap<String, Ranked>,
+}
+
+/// The fixture's mail is from 5–9 January 2026; virtual time starts on the 1st. A run starts
+/// after it was delivered.
+const AFTER_THE_FIXTURE: Duration = Duration::from_secs(10 * 86_400);
+
+fn activities(
+    standard: Arc<dyn reanimate_core::playbook::Model>,
+    strong: Arc<dyn reanimate_core::playbook::Model>,
+    mail_root: &Path,
+    out: &Path,
+) -> reanimate_core::Activities {
+    reanimate_email::activities(
+        standard,
+        strong,
+        Arc::new(MaildirSource::new(mail_root)),
+        Arc::new(FolderDigests::new(out)),
+        Some(Arc::new(FolderMailer::new(out.join("sent")))),
+    )
+}
+
+/// Every email's ranked entry, from the summarize-rank instances' results.
+fn ranked_emails(
+    snapshot: &BTreeMap<String, reanimate_core::sim::InstanceSummary>,
+) -> BTreeMap<String, Ranked> {
+    let mut ranked = BTreeMap::new();
+    for s in snapshot.values().filter(|s| s.atom == "summarize-rank") {
+        let list: Vec<Ranked> = serde_json::from_value(s.result.clone().unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for entry in list {
+            let id = entry.id.clone();
+            assert!(
+                ranked.insert(id.clone(), entry).is_none(),
+                "email {id} ranked twice"
+            );
+        }
+    }
+    ranked
 }
 
 fn run(mail_root: &Path, name: &str, seed: u64, faults: Faults) -> Run {
-    let out = scratch(name);
     let model = Arc::new(OfflineHeuristicModel);
-    let activities = reanimate_email::activities(
-        model.clone(),
-        model,
-        Arc::new(MaildirSource::new(mail_root)),
-        Arc::new(FolderDigests::new(&out)),
-    );
+    run_with(mail_root, name, seed, faults, model.clone(), model)
+}
+
+fn run_with(
+    mail_root: &Path,
+    name: &str,
+    seed: u64,
+    faults: Faults,
+    standard: Arc<dyn reanimate_core::playbook::Model>,
+    strong: Arc<dyn reanimate_core::playbook::Model>,
+) -> Run {
+    let out = scratch(name);
+    let activities = activities(standard, strong, mail_root, &out);
     let mut sim = Simulation::with_activities(atoms::registry(), activities, seed, faults, None);
+    sim.advance_clock(AFTER_THE_FIXTURE);
     sim.send(Envelope::start(
         MessageId::new("hire").unwrap_or_else(|e| panic!("{e}")),
         InstanceId::new("assistant-sam").unwrap_or_else(|e| panic!("{e}")),
         "email-assistant",
-        json!({"user": "sam", "recurring": false, "batch_size": 25}),
+        json!({"user": "sam", "recurring": false, "batch_size": 25, "email": "sam@example.org"}),
     ));
     let report = sim.run(&mut answers()).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.dead_letters.is_empty(), "{:?}", report.dead_letters);
@@ -73,6 +120,7 @@ fn run(mail_root: &Path, name: &str, seed: u64, faults: Faults) -> Run {
     for s in snapshot.values() {
         *instances.entry(s.atom.clone()).or_default() += 1;
     }
+    let ranked = ranked_emails(&snapshot);
     let mut digests = BTreeMap::new();
     for entry in std::fs::read_dir(out.join("digests/sam")).unwrap_or_else(|e| panic!("{e}")) {
         let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
@@ -89,7 +137,47 @@ fn run(mail_root: &Path, name: &str, seed: u64, faults: Faults) -> Run {
         assistant_status: assistant.status,
         digests,
         instances,
+        ranked,
     }
+}
+
+/// How many emails a digest accounts for: its entries (a thread counts its messages), its
+/// one-line-per-sender rest and its unreadable messages; checked against the count it states.
+fn emails_in(markdown: &str) -> usize {
+    let stated: usize = markdown
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count: {markdown}"));
+    let mut seen = 0;
+    for line in markdown.lines() {
+        if line.starts_with("## ") && line.contains(". ") && !line.starts_with("## Everything") {
+            seen += 1;
+        } else if let Some(rest) = line.strip_prefix("From ") {
+            // `From a · date · 3 messages from a, b`: a thread or repeats, shown as one entry.
+            if let Some(thread) = rest.split(" · ").nth(2) {
+                let n: usize = thread
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("{line}"));
+                seen += n - 1;
+            }
+        } else if let Some(rest) = line.strip_prefix("- ") {
+            if rest.starts_with("could not be read") {
+                seen += 1;
+            } else if let Some((_, counted)) = rest.split_once(" — ") {
+                seen += counted
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("{line}"));
+            }
+        }
+    }
+    assert_eq!(seen, stated, "{markdown}");
+    stated
 }
 
 /// (subject, from, stars, summary) of every entry of a digest, in order.
@@ -100,6 +188,9 @@ fn entries(markdown: &str) -> Vec<(String, String, usize, String)> {
         let Some(heading) = line.strip_prefix("## ") else {
             continue;
         };
+        if !heading.contains(". ") {
+            continue;
+        }
         let stars = heading.matches('★').count();
         let subject = heading
             .split_once(". ")
@@ -133,9 +224,21 @@ fn the_assistant_writes_one_daily_digest_per_day_with_every_email_once_and_the_b
         ]
     );
     assert_eq!(run.report.digests.len(), 5);
-    let total: usize = run.digests.values().map(|d| entries(d).len()).sum();
-    assert_eq!(total, 321, "every email appears exactly once");
+    let total: usize = run.digests.values().map(|d| emails_in(d)).sum();
+    assert_eq!(total, 321, "every email is accounted for once");
+    assert_eq!(run.ranked.len(), 321, "every email ranked exactly once");
     assert_eq!(run.report.emails, 321);
+    // "A short daily digest": the mail that matters, then one line per sender.
+    for (name, markdown) in &run.digests {
+        assert!(markdown.contains("\n## Everything else\n"), "{name}");
+        assert!(
+            markdown.lines().count() < 120,
+            "{name}: {} lines",
+            markdown.lines().count()
+        );
+    }
+    // Delivered by email as well as stored.
+    assert!(run.report.digests.iter().all(|d| d.delivered.is_some()));
     for (name, markdown) in &run.digests {
         let list = entries(markdown);
         let from_boss = list.iter().filter(|e| e.1 == "dana@acme.example").count();
@@ -171,13 +274,13 @@ fn the_assistant_writes_one_daily_digest_per_day_with_every_email_once_and_the_b
     );
 }
 
-#[test]
-fn an_email_telling_the_model_to_forward_all_mail_changes_nothing_but_its_own_summary() {
-    // The same mailbox without the injected email.
-    let clean_root = scratch("clean-mail");
-    let clean = clean_root.join("demo");
+/// A copy of the fixture mailbox without the emails whose text contains `marker`, and how many
+/// were left out.
+fn mailbox_without(name: &str, marker: &str) -> (PathBuf, usize) {
+    let root = scratch(name);
+    let folder = root.join("demo");
     for sub in ["cur", "new", "tmp"] {
-        std::fs::create_dir_all(clean.join(sub)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(folder.join(sub)).unwrap_or_else(|e| panic!("{e}"));
     }
     let mut removed = 0;
     for entry in
@@ -185,44 +288,52 @@ fn an_email_telling_the_model_to_forward_all_mail_changes_nothing_but_its_own_su
     {
         let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        if text.contains(&format!("Subject: {INJECTION_SUBJECT}")) {
+        if text.contains(marker) {
             removed += 1;
             continue;
         }
         std::fs::copy(
             &path,
-            clean.join("cur").join(path.file_name().unwrap_or_default()),
+            folder
+                .join("cur")
+                .join(path.file_name().unwrap_or_default()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
+    (root, removed)
+}
+
+#[test]
+fn an_email_telling_the_model_to_forward_all_mail_changes_nothing_but_its_own_summary() {
+    let (clean_root, removed) =
+        mailbox_without("clean-mail", &format!("Subject: {INJECTION_SUBJECT}"));
     assert_eq!(removed, 1);
 
     let with = run(&repo().join("fixtures/mail"), "injected", 1, Faults::none());
     let without = run(&clean_root, "clean", 1, Faults::none());
     let _ = std::fs::remove_dir_all(&clean_root);
 
-    let all = |r: &Run| -> Vec<(String, String, usize, String)> {
-        let mut v: Vec<_> = r.digests.values().flat_map(|d| entries(d)).collect();
-        v.sort();
-        v
-    };
-    let (mut with_entries, without_entries) = (all(&with), all(&without));
-    let injected: Vec<_> = with_entries
-        .iter()
-        .filter(|e| e.0 == INJECTION_SUBJECT)
+    let mut others = with.ranked.clone();
+    let injected: Vec<Ranked> = with
+        .ranked
+        .values()
+        .filter(|r| r.subject == INJECTION_SUBJECT)
         .cloned()
         .collect();
     assert_eq!(injected.len(), 1);
-    let (_, from, stars, summary) = &injected[0];
-    assert_eq!(from, "offers@dealsdaily.example");
-    assert_eq!(*stars, 1, "it did not make itself the most important email");
-    assert!(
-        summary.contains("forward all mail"),
-        "its summary says what it says: {summary}"
-    );
-    with_entries.retain(|e| e.0 != INJECTION_SUBJECT);
+    assert_eq!(injected[0].from, "offers@dealsdaily.example");
     assert_eq!(
-        with_entries, without_entries,
+        injected[0].rank, 1,
+        "it did not make itself the most important email"
+    );
+    assert!(
+        injected[0].summary.contains("forward all mail"),
+        "its summary says what it says: {}",
+        injected[0].summary
+    );
+    others.remove(&injected[0].id);
+    assert_eq!(
+        others, without.ranked,
         "every other email is summarised and ranked the same"
     );
     assert_eq!(with.digests.len(), without.digests.len());
@@ -261,11 +372,11 @@ fn duplicates_reordering_crashes_and_races_end_with_the_same_digests() {
 #[test]
 fn an_unanswered_question_is_reminded_then_escalated_in_virtual_time() {
     let model = Arc::new(OfflineHeuristicModel);
-    let activities = reanimate_email::activities(
+    let activities = activities(
         model.clone(),
         model,
-        Arc::new(MaildirSource::new(repo().join("fixtures/mail"))),
-        Arc::new(FolderDigests::new(scratch("watchdog"))),
+        &repo().join("fixtures/mail"),
+        &scratch("watchdog"),
     );
     let mut sim =
         Simulation::with_activities(atoms::registry(), activities, 7, Faults::none(), None);
@@ -325,14 +436,15 @@ impl reanimate_core::playbook::Model for UndeclaredStepModel {
 #[test]
 fn decisions_the_model_cannot_make_go_to_the_planner_and_the_digests_still_come_out_right() {
     let out = scratch("planner");
-    let activities = reanimate_email::activities(
+    let activities = activities(
         Arc::new(UndeclaredStepModel),
         Arc::new(OfflineHeuristicModel),
-        Arc::new(MaildirSource::new(repo().join("fixtures/mail"))),
-        Arc::new(FolderDigests::new(&out)),
+        &repo().join("fixtures/mail"),
+        &out,
     );
     let mut sim =
         Simulation::with_activities(atoms::registry(), activities, 3, Faults::none(), None);
+    sim.advance_clock(AFTER_THE_FIXTURE);
     sim.send(Envelope::start(
         MessageId::new("hire").unwrap_or_else(|e| panic!("{e}")),
         InstanceId::new("assistant-sam").unwrap_or_else(|e| panic!("{e}")),

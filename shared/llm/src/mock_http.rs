@@ -46,7 +46,10 @@ pub struct Seen {
     pub authorization: Option<String>,
     /// Every header, lower-cased names.
     pub headers: Vec<(String, String)>,
+    /// The body as JSON (`Null` when it is not JSON).
     pub body: Value,
+    /// The body as text, for bodies that are not JSON (an OAuth token request's form).
+    pub text: String,
 }
 
 /// The server: answers from its script (then with `completion({"ok": true})`).
@@ -122,6 +125,7 @@ impl Mock {
                         .find(|(k, _)| k == "authorization")
                         .map(|(_, v)| v.clone());
                     let body = serde_json::from_slice(&buffer[head_end..]).unwrap_or(Value::Null);
+                    let text = String::from_utf8_lossy(&buffer[head_end..]).into_owned();
                     let now = mock.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                     mock.max_in_flight.fetch_max(now, Ordering::SeqCst);
                     let hold = *mock.hold.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,6 +138,7 @@ impl Mock {
                             authorization,
                             headers,
                             body,
+                            text,
                         });
                     let next = mock
                         .script
