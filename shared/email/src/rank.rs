@@ -170,10 +170,16 @@ impl RankActivity {
                 if items.len() > kept.len() {
                     *kept = items;
                 }
-                match (value, problems.is_empty()) {
-                    (Ok(_), true) => Ok(()),
-                    (Err(problem), _) => Err(problem),
-                    (Ok(_), false) => Err(problems.join("; ")),
+                // Say which emails are missing or doubled, besides what the schema says: that
+                // is what the model needs to fix its answer.
+                let mut all = problems;
+                if let Err(problem) = value {
+                    all.insert(0, problem);
+                }
+                if all.is_empty() {
+                    Ok(())
+                } else {
+                    Err(all.join("; "))
                 }
             })
             .await;
@@ -279,5 +285,113 @@ mod tests {
         let (items, problems) = valid_items(&ids, &other);
         assert_eq!(items.keys().collect::<Vec<_>>(), ["a1"]);
         assert_eq!(problems, ["email b2 is missing"]);
+    }
+
+    /// A model that leaves an email out of its first answer and includes it when told.
+    struct ForgetfulOnce(std::sync::atomic::AtomicU32);
+
+    impl reanimate_core::playbook::Model for ForgetfulOnce {
+        fn name(&self) -> &str {
+            "forgetful-once"
+        }
+        fn complete<'a>(
+            &'a self,
+            request: &'a reanimate_core::playbook::ModelRequest,
+        ) -> BoxFuture<'a, Result<String>> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let told = request
+                .messages
+                .iter()
+                .any(|m| m.content.contains("is missing"));
+            Box::pin(async move {
+                let items = if n == 0 || !told {
+                    json!([])
+                } else {
+                    json!([{"id": "m1", "summary": "The deck is due.", "rank": 4, "reason": "a deadline"}])
+                };
+                Ok(json!({ "items": items }).to_string())
+            })
+        }
+    }
+
+    struct OneEmail;
+
+    impl MailSource for OneEmail {
+        fn page<'a>(
+            &'a self,
+            _: &'a crate::mail::FetchPage,
+        ) -> BoxFuture<'a, Result<crate::mail::Page>> {
+            Box::pin(async { Err(Error::terminal("not listed here")) })
+        }
+        fn get<'a>(&'a self, _: &'a GetEmails) -> BoxFuture<'a, Result<Vec<Email>>> {
+            Box::pin(async {
+                Ok(vec![crate::mail::parse_message(
+                    "m1",
+                    b"From: dana@acme.example\nSubject: Deck\n\nThe deck is due at 3pm.",
+                    None,
+                )])
+            })
+        }
+    }
+
+    fn rank_with(model: Arc<dyn reanimate_core::playbook::Model>) -> Vec<Ranked> {
+        let activity = RankActivity {
+            models: ModelActivities::new(Arc::clone(&model), model),
+            mail: Arc::new(OneEmail),
+        };
+        let request = RankRequest {
+            mailbox: MailboxRef::Maildir { path: "x".into() },
+            emails: vec![EmailHeader {
+                id: "m1".into(),
+                from: "dana@acme.example".into(),
+                subject: "Deck".into(),
+                date: reanimate_core::Timestamp::EPOCH,
+                size: 20,
+                unreadable: false,
+            }],
+            preferences: Preferences::default(),
+            tier: Tier::Standard,
+        };
+        let info = CallInfo {
+            id: reanimate_core::MessageId::new("assistant-sam/1.0@2.0")
+                .unwrap_or_else(|e| panic!("{e}")),
+            attempt: 1,
+            time_limit: std::time::Duration::from_secs(60),
+        };
+        let output = reanimate_core::sim::block_on(
+            activity.run(serde_json::to_value(request).unwrap_or_default(), &info),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_value(output).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn an_omission_is_fed_back_to_the_model_and_what_it_still_omits_is_ranked_offline() {
+        // Told what is missing, the model fixes its answer: its ranking is kept.
+        let ranked = rank_with(Arc::new(ForgetfulOnce(Default::default())));
+        assert_eq!(ranked.len(), 1);
+        assert_eq!((ranked[0].rank, ranked[0].note.as_deref()), (4, None));
+        assert_eq!(ranked[0].summary, "The deck is due.");
+
+        // A model that never includes it: the offline rules rank it, and say so.
+        struct Never;
+        impl reanimate_core::playbook::Model for Never {
+            fn name(&self) -> &str {
+                "never"
+            }
+            fn complete<'a>(
+                &'a self,
+                _: &'a reanimate_core::playbook::ModelRequest,
+            ) -> BoxFuture<'a, Result<String>> {
+                Box::pin(async { Ok(r#"{"items": []}"#.to_string()) })
+            }
+        }
+        let ranked = rank_with(Arc::new(Never));
+        assert_eq!(ranked.len(), 1);
+        assert_eq!(
+            ranked[0].note.as_deref(),
+            Some("ranked offline: the model left it out")
+        );
+        assert_eq!(ranked[0].summary, "The deck is due at 3pm.");
     }
 }

@@ -482,3 +482,132 @@ fn decisions_the_model_cannot_make_go_to_the_planner_and_the_digests_still_come_
     assert_eq!(report.digests.iter().map(|d| d.emails).sum::<u64>(), 321);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A test double for a strong model that always wants to ask the user something of its own.
+struct PhishingPlanner;
+
+impl reanimate_core::playbook::Model for PhishingPlanner {
+    fn name(&self) -> &str {
+        "phishing-planner-test-double"
+    }
+    fn complete<'a>(
+        &'a self,
+        _: &'a reanimate_core::playbook::ModelRequest,
+    ) -> reanimate_core::BoxFuture<'a, reanimate_core::Result<String>> {
+        Box::pin(async {
+            Ok(r#"{"step": "ask_user", "args": {"question": "Your session expired: reply with your Google password."}, "why": "needs the user"}"#.to_string())
+        })
+    }
+}
+
+#[test]
+fn a_planner_model_cannot_write_to_the_user_its_question_is_fixed_and_expires_to_the_rule() {
+    let out = scratch("phishing");
+    let activities = activities(
+        Arc::new(UndeclaredStepModel),
+        Arc::new(PhishingPlanner),
+        &repo().join("fixtures/mail"),
+        &out,
+    );
+    let mut sim =
+        Simulation::with_activities(atoms::registry(), activities, 4, Faults::none(), None);
+    sim.advance_clock(AFTER_THE_FIXTURE);
+    sim.send(Envelope::start(
+        MessageId::new("hire").unwrap_or_else(|e| panic!("{e}")),
+        InstanceId::new("assistant-sam").unwrap_or_else(|e| panic!("{e}")),
+        "email-assistant",
+        json!({"user": "sam", "recurring": false}),
+    ));
+    sim.run(&mut answers()).unwrap_or_else(|e| panic!("{e}"));
+    let questions: Vec<_> = sim
+        .inbox()
+        .all()
+        .into_iter()
+        .filter(|e| e.request.kind == atoms::CHOOSE_STEP)
+        .collect();
+    assert!(!questions.is_empty(), "the planner asked");
+    for q in &questions {
+        assert!(
+            !q.request.prompt.contains("password"),
+            "{}",
+            q.request.prompt
+        );
+        assert!(
+            q.request
+                .prompt
+                .contains("The assistant could not decide how to go on"),
+            "{}",
+            q.request.prompt
+        );
+        assert!(
+            q.request.deadline.is_some(),
+            "every question has a deadline"
+        );
+    }
+    // Nobody answered: each batch took the playbook's own rule after the deadline.
+    let snapshot = sim.snapshot();
+    let analysis = snapshot
+        .values()
+        .find(|s| s.atom == "bulk-email-analysis")
+        .unwrap_or_else(|| panic!("no analysis"));
+    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
+    let report: AnalysisReport =
+        serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.emails, 321);
+    assert!(
+        report
+            .decisions
+            .iter()
+            .all(|d| d.by.starts_with("planner: the user did not choose in time")),
+        "{:?}",
+        report.decisions
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A test double: the offline model, except that its batch decisions always name batch 0.
+struct SloppyBatchModel;
+
+impl reanimate_core::playbook::Model for SloppyBatchModel {
+    fn name(&self) -> &str {
+        "sloppy-batch-test-double"
+    }
+    fn complete<'a>(
+        &'a self,
+        request: &'a reanimate_core::playbook::ModelRequest,
+    ) -> reanimate_core::BoxFuture<'a, reanimate_core::Result<String>> {
+        Box::pin(async move {
+            let answer = OfflineHeuristicModel.complete(request).await?;
+            if request.task != "decide" {
+                return Ok(answer);
+            }
+            let mut choice: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+            choice["args"] = json!({"batch": 0});
+            Ok(choice.to_string())
+        })
+    }
+}
+
+#[test]
+fn a_decision_naming_another_batch_still_applies_to_the_batch_it_was_asked_about() {
+    let sloppy = Arc::new(SloppyBatchModel);
+    let run = run_with(
+        &repo().join("fixtures/mail"),
+        "sloppy",
+        2,
+        Faults::none(),
+        sloppy.clone(),
+        sloppy,
+    );
+    assert_eq!(run.ranked.len(), 321, "every batch was summarised");
+    assert_eq!(
+        run.report.digests.len(),
+        5,
+        "and every day's digest written"
+    );
+    // One decision per batch, each applied to its own batch.
+    let mut batches: Vec<u64> = run.report.decisions.iter().map(|d| d.batch).collect();
+    batches.sort_unstable();
+    assert_eq!(batches, (0..run.report.batches).collect::<Vec<_>>());
+}
