@@ -32,7 +32,7 @@ MODEL_INVOKE = """              - Effect: Allow
                   - !Sub "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"
               - Effect: Allow
                 Action: secretsmanager:GetSecretValue
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/model-api-key-*"
+                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate-config/${AWS::StackName}/model-api-key-*"
 """
 # Atoms that read mailboxes: users' Gmail refresh tokens, reanimate/STACK/INSTANCE/… (the
 # activities also check that a token belongs to the calling instance's user).
@@ -128,7 +128,8 @@ Parameters:
     NoEcho: true
     Description: >-
       For openai-compatible, the API key, if the endpoint needs one. Kept in Secrets Manager
-      (reanimate/STACK/model-api-key), readable only by the roles of atoms that call models.
+      (reanimate-config/STACK/model-api-key, outside the users' reanimate/STACK/), readable only
+      by the roles of atoms that call models.
   GmailClientId:
     Type: String
     Default: ""
@@ -158,7 +159,7 @@ Resources:
     Type: AWS::SecretsManager::Secret
     Condition: HasModelApiKey
     Properties:
-      Name: !Sub "reanimate/${{AWS::StackName}}/model-api-key"
+      Name: !Sub "reanimate-config/${{AWS::StackName}}/model-api-key"
       SecretString: !Ref ModelApiKey
 
   InstancesTable:

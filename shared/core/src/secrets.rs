@@ -42,6 +42,21 @@ pub fn secret_owner<'a>(reference: &'a str, namespace: &str) -> Option<&'a str> 
     rest.split_once('/').map(|(owner, _)| owner)
 }
 
+/// `text` as one segment of a secret's name, which Secrets Manager limits to letters, digits and
+/// `/_+=.@-`: every other byte (and `+`, `/`) becomes `+XX`, so two different texts never share
+/// a name (`assistant sam` is `assistant+20sam`, not `assistant-sam`).
+pub fn name_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"_=.@-".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("+{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// The root instance of an activity's caller, from its call id (`{instance}@{version}.{index}`,
 /// the instance `{root}/…` for a child): the user whose secrets the call may use.
 pub fn caller_root(call_id: &str) -> Option<&str> {
@@ -107,19 +122,17 @@ pub async fn redact(
             "" => String::new(),
             namespace => format!("{namespace}/"),
         };
+        let segments = |text: &str, sep: char| -> String {
+            text.split(sep)
+                .map(name_segment)
+                .collect::<Vec<_>>()
+                .join("/")
+        };
         let name = format!(
-            "reanimate/{namespace}{}{pointer}/{fingerprint:016x}",
-            scope.replace('?', "/")
-        )
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "/_+=.@-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>();
+            "reanimate/{namespace}{}{}/{fingerprint:016x}",
+            segments(scope, '?'),
+            segments(&pointer, '/')
+        );
         let reference = store.put(&name, &secret).await?;
         match answer.pointer_mut(&pointer) {
             Some(slot) => *slot = Value::String(reference),
@@ -232,6 +245,10 @@ mod tests {
             Some("assistant-sam")
         );
         assert_eq!(caller_root("assistant-sam@2.1"), Some("assistant-sam"));
+        // Names are injective: a look-alike user gets a name of its own.
+        assert_eq!(name_segment("assistant sam"), "assistant+20sam");
+        assert_ne!(name_segment("assistant sam"), name_segment("assistant-sam"));
+        assert_eq!(name_segment("a+b/c"), "a+2Bb+2Fc");
         assert_eq!(store.values(), ["ya29.secret"]);
         assert!(
             secret_fields(

@@ -21,7 +21,7 @@ use reanimate_core::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// All six atoms.
@@ -60,6 +60,13 @@ pub struct Hire {
     /// Where to email each digest (it is stored either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// How far back the first run reads a Gmail mailbox (default a week), rather than all of it.
+    #[serde(default = "a_week")]
+    pub backfill_days: u64,
+}
+
+fn a_week() -> u64 {
+    7
 }
 
 fn one_day() -> u64 {
@@ -105,6 +112,8 @@ pub struct EmailAssistant;
 pub const AUTH: &str = "auth";
 /// The signal that ends the assistant and deletes its user's mailbox secret.
 pub const DISCONNECT: &str = "disconnect";
+/// The call that deletes a revoked mailbox's secret.
+const FORGET_OLD: &str = "forget-revoked";
 /// How many digest locations the assistant's record keeps.
 pub const RECENT_DIGESTS: usize = 14;
 pub const PREFERENCES: &str = "preferences";
@@ -207,12 +216,21 @@ impl EmailAssistant {
             return Ok(());
         }
         state.runs += 1;
+        // The first run on a Gmail mailbox reads the latest days, not years of history (a
+        // Maildir is read whole: it holds what was put there to be read).
+        let backfill = matches!(mailbox, MailboxRef::Gmail { .. }).then(|| {
+            Timestamp::from_millis(
+                ctx.now()
+                    .as_millis()
+                    .saturating_sub(hire.backfill_days * 86_400_000),
+            )
+        });
         let input = AnalysisInput {
             user: hire.user.clone(),
             mailbox: mailbox.clone(),
             preferences: preferences.clone(),
             batch_size: hire.batch_size,
-            since: state.analysed_until,
+            since: state.analysed_until.or(backfill),
             // Mail delivered after the run starts is the next run's.
             until: Some(ctx.now()),
             deliver_to: hire.email.clone(),
@@ -333,8 +351,12 @@ impl Atom for EmailAssistant {
                 Self::maybe_start(state, ctx)?;
             }
             AtomEvent::Signal { name, .. } if name == DISCONNECT => {
-                // The user leaves: their Gmail token is deleted, then the assistant ends (and
-                // with it its schedule).
+                // The user leaves: a run in progress is cancelled (no digest is sent after
+                // this), their Gmail token is deleted, then the assistant ends (and with it its
+                // schedule).
+                if let Some(analysis) = state.analysis.take() {
+                    ctx.cancel_child(&analysis, "the user disconnected");
+                }
                 match state.mailbox.take() {
                     Some(mailbox) => ctx.call(mail::FORGET, DISCONNECT, &mailbox),
                     None => return Ok(Step::Complete(Self::farewell(state))),
@@ -348,12 +370,18 @@ impl Atom for EmailAssistant {
                     "disconnecting failed, the mailbox secret may remain: {reason}"
                 )));
             }
+            AtomEvent::CallFailed { tag, reason } if tag == FORGET_OLD => {
+                tracing::warn!(%reason, "the revoked mailbox's secret could not be deleted");
+            }
             AtomEvent::ChildFailed { reason, .. } if reason.contains(GMAIL_DISCONNECTED) => {
                 // A revoked or expired refresh token: ask the user to connect again, then carry
                 // on where the last run ended.
                 tracing::info!(%reason, "Gmail disconnected");
                 state.analysis = None;
-                state.mailbox = None;
+                // One secret per user: the revoked token's goes.
+                if let Some(revoked) = state.mailbox.take() {
+                    ctx.call(mail::FORGET, FORGET_OLD, &revoked);
+                }
                 state.reminders.remove(AUTH);
                 let deadline = ctx.now().plus(Duration::from_secs(
                     state
@@ -497,8 +525,8 @@ impl Atom for FetchEmails {
                 let fresh: Vec<EmailHeader> = page
                     .emails
                     .into_iter()
-                    .filter(|e| input.since.is_none_or(|since| e.date > since))
-                    .filter(|e| input.until.is_none_or(|until| e.date <= until))
+                    .filter(|e| input.since.is_none_or(|since| e.received > since))
+                    .filter(|e| input.until.is_none_or(|until| e.received <= until))
                     .collect();
                 state.skipped += (listed - fresh.len()) as u64;
                 state.emails += fresh.len() as u64;
@@ -576,6 +604,9 @@ pub struct Group {
     /// Emails of the group seen so far.
     pub count: u64,
     pub ranked: Vec<Ranked>,
+    /// Emails of a very busy period kept only as a count per sender (see [`compact`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub folded: BTreeMap<String, u64>,
     /// Digest child started.
     pub writing: bool,
     pub written: Option<DigestWritten>,
@@ -591,7 +622,9 @@ pub struct AnalysisState {
     pub unreadable: u64,
     /// The latest group any fetched email belongs to (fetching is oldest first).
     pub latest_group: Option<String>,
-    pub latest_date: Option<Timestamp>,
+    /// The latest delivery time of any fetched email: where the next run continues.
+    #[serde(alias = "latest_date")]
+    pub latest_received: Option<Timestamp>,
     /// Some batch came from a source that does not page oldest first: groups close only when
     /// fetching is done.
     #[serde(default)]
@@ -600,8 +633,108 @@ pub struct AnalysisState {
     /// Batches waiting for a decision, by sequence number.
     pub undecided: BTreeMap<u64, Vec<EmailHeader>>,
     /// Batches being summarised (kept so a batch that cannot be summarised is still listed).
+    #[serde(deserialize_with = "batches_in_flight")]
     pub summarizing: BTreeMap<u64, Vec<EmailHeader>>,
+    /// The latest [`DECISIONS_KEPT`] decisions.
     pub decisions: Vec<DecisionLog>,
+    #[serde(default)]
+    pub decisions_total: u64,
+}
+
+/// How many decisions the analysis keeps for its report (a run over years of mail makes
+/// thousands).
+pub const DECISIONS_KEPT: usize = 100;
+
+/// At most this much of a group's ranked entries is kept whole, in the analysis's record and in
+/// the message that starts its digest; past it, the least important entries lose their summaries
+/// (a short digest shows them as one line per sender anyway).
+pub const GROUP_BYTES: usize = 96_000;
+
+/// Batches in flight, from either shape a record may hold: a map of their headers, or (records
+/// written before the headers were kept) a set of sequence numbers.
+fn batches_in_flight<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<u64, Vec<EmailHeader>>, D::Error> {
+    use serde::de::Error as _;
+    // Through a `Value`: serde's untagged enums cannot read JSON's string keys as numbers.
+    let value = Value::deserialize(deserializer)?;
+    if value.is_array() {
+        let set: BTreeSet<u64> = serde_json::from_value(value).map_err(D::Error::custom)?;
+        return Ok(set.into_iter().map(|b| (b, Vec::new())).collect());
+    }
+    serde_json::from_value(value).map_err(D::Error::custom)
+}
+
+/// About what an entry weighs in a record.
+fn entry_bytes(entry: &Ranked) -> usize {
+    80 + entry.id.len()
+        + entry.from.len()
+        + entry.subject.len()
+        + entry.summary.len()
+        + entry.reason.len()
+        + entry.note.as_ref().map_or(0, String::len)
+}
+
+/// How many senders a busy period's folded counts name; the rest count as "(other senders)".
+const FOLDED_SENDERS: usize = 200;
+
+/// Keeps a group within [`GROUP_BYTES`], so its record and the message that starts its digest
+/// stay within their limits however much mail a period holds: first the least important entries
+/// lose their summaries and the end of long subjects; if that is not enough (about 450 emails),
+/// the least important are folded into a count per sender (what a short digest shows of them
+/// anyway).
+fn compact(group: &mut Group) {
+    shorten(&mut group.ranked);
+    let mut total: usize = group.ranked.iter().map(entry_bytes).sum::<usize>()
+        + group.folded.keys().map(|k| k.len() + 16).sum::<usize>();
+    if total <= GROUP_BYTES {
+        return;
+    }
+    // Least important first, newest first among equals; what matters (rank 4 and 5) stays.
+    group
+        .ranked
+        .sort_by_key(|e| (std::cmp::Reverse(e.rank), e.date));
+    while total > GROUP_BYTES && group.ranked.last().is_some_and(|e| e.rank < 4) {
+        let Some(entry) = group.ranked.pop() else {
+            break;
+        };
+        total -= entry_bytes(&entry);
+        let sender =
+            if group.folded.contains_key(&entry.from) || group.folded.len() < FOLDED_SENDERS {
+                entry.from
+            } else {
+                "(other senders)".to_string()
+            };
+        if !group.folded.contains_key(&sender) {
+            total += sender.len() + 16;
+        }
+        *group.folded.entry(sender).or_default() += 1;
+    }
+}
+
+/// The first pass of [`compact`]: summaries and long subjects of the least important go.
+fn shorten(entries: &mut [Ranked]) {
+    let mut total: usize = entries.iter().map(entry_bytes).sum();
+    if total <= GROUP_BYTES {
+        return;
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| (entries[i].rank, std::cmp::Reverse(entries[i].date)));
+    for i in order {
+        if total <= GROUP_BYTES {
+            break;
+        }
+        let entry = &mut entries[i];
+        if entry.summary.is_empty() && entry.reason.is_empty() {
+            continue;
+        }
+        total -= entry_bytes(entry);
+        entry.summary.clear();
+        entry.reason.clear();
+        entry.subject = mail::cap_text(&entry.subject, 80);
+        entry.note = Some("summary left out".into());
+        total += entry_bytes(entry);
+    }
 }
 
 /// The playbook: per batch, a model chooses how to summarise it; groups become digests.
@@ -652,7 +785,6 @@ fn batch_facts(preferences: &Preferences, seq: u64, emails: &[EmailHeader]) -> V
         "emails": emails.len(),
         "from_urgent_senders": urgent,
         "subjects_on_user_topics": on_topic,
-        "user_topics": preferences.keywords,
     })
 }
 
@@ -737,6 +869,9 @@ impl BulkEmailAnalysis {
             by,
             attempts: choice.attempts,
         });
+        state.decisions_total += 1;
+        let excess = state.decisions.len().saturating_sub(DECISIONS_KEPT);
+        state.decisions.drain(..excess);
         Ok(())
     }
 
@@ -747,9 +882,21 @@ impl BulkEmailAnalysis {
             .as_ref()
             .map(|i| i.preferences.grouping)
             .unwrap_or_default();
+        let mut touched = BTreeSet::new();
         for entry in ranked {
             let key = digest::group_key(entry.date, grouping);
-            state.groups.entry(key).or_default().ranked.push(entry);
+            state
+                .groups
+                .entry(key.clone())
+                .or_default()
+                .ranked
+                .push(entry);
+            touched.insert(key);
+        }
+        for key in touched {
+            if let Some(group) = state.groups.get_mut(&key) {
+                compact(group);
+            }
         }
     }
 
@@ -769,7 +916,8 @@ impl BulkEmailAnalysis {
         };
         for (key, group) in state.groups.iter_mut() {
             let closed = closed_below.as_ref().is_none_or(|latest| key < latest);
-            if group.writing || !closed || (group.ranked.len() as u64) < group.count {
+            let filed = group.ranked.len() as u64 + group.folded.values().sum::<u64>();
+            if group.writing || !closed || filed < group.count {
                 continue;
             }
             let mut entries = std::mem::take(&mut group.ranked);
@@ -783,6 +931,7 @@ impl BulkEmailAnalysis {
                     style: input.preferences.style,
                     deliver_to: input.deliver_to.clone(),
                     entries,
+                    folded: std::mem::take(&mut group.folded),
                 },
             );
             group.writing = true;
@@ -805,7 +954,7 @@ impl BulkEmailAnalysis {
                 .filter_map(|g| g.written.clone())
                 .collect(),
             decisions: state.decisions.clone(),
-            until: state.latest_date,
+            until: state.latest_received,
         })
     }
 }
@@ -849,8 +998,8 @@ impl Atom for BulkEmailAnalysis {
                     if state.latest_group.as_ref().is_none_or(|l| &key > l) {
                         state.latest_group = Some(key);
                     }
-                    if state.latest_date.is_none_or(|d| email.date > d) {
-                        state.latest_date = Some(email.date);
+                    if state.latest_received.is_none_or(|d| email.received > d) {
+                        state.latest_received = Some(email.received);
                     }
                 }
                 state.batches += 1;
@@ -1040,6 +1189,9 @@ pub struct DigestInput {
     pub deliver_to: Option<String>,
     /// Sorted, most important first.
     pub entries: Vec<Ranked>,
+    /// Emails of a very busy period kept only as a count per sender.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub folded: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -1102,6 +1254,7 @@ impl Atom for WriteDigest {
                     input.grouping,
                     input.style,
                     &input.entries,
+                    &input.folded,
                 );
                 let deliver = input.deliver_to.as_ref().map(|to| Delivery {
                     to: to.clone(),
@@ -1117,7 +1270,7 @@ impl Atom for WriteDigest {
                     },
                 );
                 state.group = input.group;
-                state.emails = input.entries.len() as u64;
+                state.emails = input.entries.len() as u64 + input.folded.values().sum::<u64>();
             }
             AtomEvent::CallCompleted { output, .. } => {
                 let stored: Stored = decode("stored digest", output)?;
@@ -1318,5 +1471,99 @@ impl Atom for Planner {
             _ => {}
         }
         Ok(Step::Suspend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: usize, rank: u8) -> Ranked {
+        Ranked {
+            summary: "s".repeat(400),
+            rank,
+            reason: "r".repeat(100),
+            ..Ranked::of(&EmailHeader {
+                id: format!("e{n}"),
+                from: "a@b.example".into(),
+                subject: "x".repeat(100),
+                date: Timestamp::from_millis(n as u64),
+                received: Timestamp::from_millis(n as u64),
+                size: 0,
+                unreadable: false,
+            })
+        }
+    }
+
+    #[test]
+    fn a_busy_groups_least_important_entries_lose_their_summaries_first() {
+        let mut group = Group {
+            ranked: (0..300)
+                .map(|n| entry(n, if n < 10 { 5 } else { 1 }))
+                .collect(),
+            ..Group::default()
+        };
+        compact(&mut group);
+        let total: usize = group.ranked.iter().map(entry_bytes).sum();
+        assert!(total <= GROUP_BYTES, "{total}");
+        assert!(
+            group
+                .ranked
+                .iter()
+                .filter(|e| e.rank == 5)
+                .all(|e| e.summary.len() == 400)
+        );
+        assert!(group.ranked.iter().any(|e| e.summary.is_empty()));
+        assert_eq!(group.ranked.len(), 300, "every email still has its entry");
+    }
+
+    #[test]
+    fn a_very_busy_group_folds_what_matters_least_into_counts_and_loses_no_email() {
+        let mut group = Group {
+            ranked: (0..5_000)
+                .map(|n| {
+                    let mut e = entry(n, if n < 10 { 5 } else { 1 });
+                    e.from = format!("sender{}@x.example", n % 300);
+                    e
+                })
+                .collect(),
+            ..Group::default()
+        };
+        compact(&mut group);
+        let total: usize = group.ranked.iter().map(entry_bytes).sum::<usize>()
+            + group.folded.keys().map(|k| k.len() + 16).sum::<usize>();
+        assert!(total <= GROUP_BYTES, "{total}");
+        assert_eq!(group.ranked.iter().filter(|e| e.rank == 5).count(), 10);
+        let folded: u64 = group.folded.values().sum();
+        assert_eq!(
+            group.ranked.len() as u64 + folded,
+            5_000,
+            "every email counted once"
+        );
+        assert!(group.folded.len() <= FOLDED_SENDERS + 1);
+        assert!(group.folded.contains_key("(other senders)"));
+        assert!(serde_json::to_string(&group).unwrap_or_default().len() < 120_000);
+    }
+
+    #[test]
+    fn records_written_before_batches_kept_their_headers_still_load() {
+        let old = json!({"input": null, "fetch_done": false, "batches": 2, "emails": 50,
+            "latest_group": null, "latest_date": 1767600000000u64, "groups": {}, "undecided": {},
+            "summarizing": [0, 1], "decisions": []});
+        let state: AnalysisState = serde_json::from_value(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            state.summarizing.keys().copied().collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(
+            state.latest_received,
+            Some(Timestamp::from_millis(1_767_600_000_000))
+        );
+        let gmail: MailboxRef =
+            serde_json::from_value(json!({"kind": "gmail", "access_token": "arn:x"}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(gmail, MailboxRef::Gmail { refresh_token, .. } if refresh_token == "arn:x")
+        );
     }
 }

@@ -209,6 +209,7 @@ pub fn render(
     grouping: Grouping,
     style: Style,
     entries: &[Ranked],
+    folded: &BTreeMap<String, u64>,
 ) -> String {
     let period = match grouping {
         Grouping::Hour => "Hourly",
@@ -225,10 +226,11 @@ pub fn render(
     };
     let shown: usize = items[..top].iter().map(|i| i.members.len()).sum();
     let unreadable: Vec<&Ranked> = entries.iter().filter(|e| e.unreadable).collect();
-    let rest = entries.len() - shown - unreadable.len();
+    let folded_total: u64 = folded.values().sum();
+    let rest = entries.len() - shown - unreadable.len() + folded_total as usize;
     let mut out = format!(
         "# {period} digest for {user}: {group}\n\n{}: {} first",
-        count(entries.len(), "email", "emails"),
+        count(entries.len() + folded_total as usize, "email", "emails"),
         count(shown, "email", "emails")
     );
     if rest > 0 {
@@ -256,10 +258,22 @@ pub fn render(
                     .push(member);
             }
         }
+        for sender in folded.keys() {
+            by_sender.entry(sender.as_str()).or_default();
+        }
+        // How many from each sender: listed entries and, in a very busy period, folded ones.
+        let total_of = |sender: &str, mail: &Vec<&Ranked>| {
+            mail.len() + folded.get(sender).copied().unwrap_or(0) as usize
+        };
         let mut senders: Vec<(&str, Vec<&Ranked>)> = by_sender.into_iter().collect();
-        senders.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+        senders.sort_by(|a, b| {
+            total_of(b.0, &b.1)
+                .cmp(&total_of(a.0, &a.1))
+                .then(a.0.cmp(b.0))
+        });
         out.push_str("\n## Everything else\n\n");
         for (sender, mail) in senders {
+            let n = total_of(sender, &mail);
             let mut subjects: Vec<String> = Vec::new();
             for m in &mail {
                 let s = one_line(&m.subject);
@@ -269,16 +283,15 @@ pub fn render(
             }
             let more = subjects.len().saturating_sub(3);
             subjects.truncate(3);
-            let mut line = format!(
-                "- {} — {}: {}",
-                if sender.is_empty() {
-                    "(no sender)"
-                } else {
-                    sender
-                },
-                count(mail.len(), "email", "emails"),
-                subjects.join("; ")
-            );
+            let who = if sender.is_empty() {
+                "(no sender)"
+            } else {
+                sender
+            };
+            let mut line = format!("- {who} — {}", count(n, "email", "emails"));
+            if !subjects.is_empty() {
+                let _ = write!(line, ": {}", subjects.join("; "));
+            }
             if more > 0 {
                 let _ = write!(line, " (+{more} more)");
             }
@@ -307,13 +320,17 @@ pub fn render(
     out
 }
 
-/// The digest as HTML for an email, from its Markdown with `pulldown-cmark`. Raw HTML in the
-/// Markdown (a subject or summary can carry any text) is shown as text, never as markup.
+/// The digest as HTML for an email, from its Markdown with `pulldown-cmark`. A subject or a
+/// summary can carry any text: raw HTML in it is shown as text, never as markup, and Markdown
+/// links and images become their text, so the email holds no link or remote image that a sender
+/// or a model wrote.
 pub fn to_html(markdown: &str) -> String {
-    use pulldown_cmark::{Event, Parser, html};
-    let events = Parser::new(markdown).map(|event| match event {
-        Event::Html(raw) | Event::InlineHtml(raw) => Event::Text(raw),
-        other => other,
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd, html};
+    let events = Parser::new(markdown).filter_map(|event| match event {
+        Event::Html(raw) | Event::InlineHtml(raw) => Some(Event::Text(raw)),
+        Event::Start(Tag::Link { .. } | Tag::Image { .. })
+        | Event::End(TagEnd::Link | TagEnd::Image) => None,
+        other => Some(other),
     });
     let mut body = String::new();
     html::push_html(&mut body, events);
@@ -517,6 +534,7 @@ mod tests {
                 from: from.into(),
                 subject: subject.into(),
                 date: Timestamp::from_millis(1_767_605_400_000),
+                received: Timestamp::default(),
                 size: 0,
                 unreadable: false,
             })
@@ -539,10 +557,18 @@ mod tests {
             from: "who@x.example".into(),
             subject: "<b>broken</b>".into(),
             date: Timestamp::from_millis(1_767_605_400_000),
+            received: Timestamp::default(),
             size: 0,
             unreadable: true,
         }));
-        let md = render("sam", "2026-01-05", Grouping::Day, Style::Short, &entries);
+        let md = render(
+            "sam",
+            "2026-01-05",
+            Grouping::Day,
+            Style::Short,
+            &entries,
+            &BTreeMap::new(),
+        );
         assert!(md.starts_with("# Daily digest for sam: 2026-01-05\n\n25 emails: 3 emails first, then 21 others in brief, and 1 message that could not be read.\n"), "{md}");
         assert_eq!(
             md.matches("\n## 1. ").count() + md.matches("\n## 2. ").count(),
@@ -569,11 +595,41 @@ mod tests {
             Grouping::Day,
             Style::Detailed,
             &entries,
+            &BTreeMap::new(),
+        );
+        let folded = BTreeMap::from([
+            ("bulk@x.example".to_string(), 40),
+            ("bob@x.example".to_string(), 2),
+        ]);
+        let busy = render(
+            "sam",
+            "2026-01-05",
+            Grouping::Day,
+            Style::Short,
+            &entries,
+            &folded,
+        );
+        assert!(
+            busy.contains("\n\n67 emails: 3 emails first, then 63 others in brief"),
+            "{busy}"
+        );
+        assert!(busy.contains("- bulk@x.example — 40 emails\n"), "{busy}");
+        assert!(
+            busy.contains("- bob@x.example — 3 emails: Lunch?\n"),
+            "{busy}"
         );
         assert!(detailed.contains("## 3. Lunch?"), "{detailed}");
         assert!(detailed.contains("## 4. Sale ★☆☆☆☆\nFrom offers@deals.example · 2026-01-05T09:30:00.000Z · 20 messages"), "{detailed}");
         let html = to_html(&md);
         assert!(html.contains("&lt;b&gt;broken&lt;/b&gt;"), "{html}");
         assert!(!html.contains("<b>broken"), "{html}");
+        let links = to_html(
+            "Reset it [here](https://evil.example/x) or <https://evil.example/y> ![p](https://evil.example/p.png)",
+        );
+        assert!(
+            !links.contains("href") && !links.contains("<img"),
+            "{links}"
+        );
+        assert!(links.contains("Reset it here or"), "{links}");
     }
 }

@@ -50,6 +50,8 @@ enum Fetched {
     Json(Value),
     /// 401: the access token is not (or no longer) accepted; carries Gmail's message.
     Unauthorized(String),
+    /// 404: a message deleted since it was listed.
+    Gone,
 }
 
 #[derive(Clone)]
@@ -152,10 +154,11 @@ impl GmailSource {
 
     /// GET `path_and_query` for the mailbox whose refresh token `reference` names; on a 401 the
     /// access token is refreshed once and the request tried again.
-    async fn get_json(&self, reference: &str, path_and_query: &str) -> Result<Value> {
+    async fn get_json(&self, reference: &str, path_and_query: &str) -> Result<Option<Value>> {
         let token = self.access_token(reference).await?;
         let message = match self.get_json_with(&token, path_and_query).await? {
-            Fetched::Json(json) => return Ok(json),
+            Fetched::Json(json) => return Ok(Some(json)),
+            Fetched::Gone => return Ok(None),
             Fetched::Unauthorized(message) => message,
         };
         tracing::info!(
@@ -165,7 +168,8 @@ impl GmailSource {
         self.forget(reference, &token);
         let token = self.mint(reference).await?;
         match self.get_json_with(&token, path_and_query).await? {
-            Fetched::Json(json) => Ok(json),
+            Fetched::Json(json) => Ok(Some(json)),
+            Fetched::Gone => Ok(None),
             Fetched::Unauthorized(message) => Err(Error::terminal(format!(
                 "{GMAIL_DISCONNECTED}: Gmail refused a freshly refreshed access token (HTTP 401: {message}); the user must connect Gmail again"
             ))),
@@ -185,6 +189,7 @@ impl GmailSource {
             match status.as_u16() {
                 200..=299 => Attempt::Done(Fetched::Json(reply.json)),
                 401 => Attempt::Done(Fetched::Unauthorized(message)),
+                404 => Attempt::Done(Fetched::Gone),
                 403 => forbidden(&reply.json, &message),
                 _ => Attempt::Fail(Error::terminal(format!("Gmail: HTTP {status}: {message}"))),
             }
@@ -199,8 +204,9 @@ impl GmailSource {
         Ok(id)
     }
 
-    /// One message's headers (`format=metadata`): a listing never downloads a body.
-    async fn header(&self, reference: &str, id: &str) -> Result<EmailHeader> {
+    /// One message's headers (`format=metadata`): a listing never downloads a body. `None` for
+    /// a message deleted since it was listed.
+    async fn header(&self, reference: &str, id: &str) -> Result<Option<EmailHeader>> {
         let id = Self::checked_id(id)?;
         let json = self
             .get_json(
@@ -210,7 +216,7 @@ impl GmailSource {
                 ),
             )
             .await?;
-        Ok(parse_metadata(&json))
+        Ok(json.as_ref().map(parse_metadata))
     }
 
     /// One whole message (`format=raw`), parsed and capped like a Maildir file.
@@ -222,7 +228,8 @@ impl GmailSource {
                 &format!("/gmail/v1/users/me/messages/{id}?format=raw"),
             )
             .await?;
-        Ok(parse_raw(id, &json))
+        // Deleted since it was listed: read as unreadable, not a failed batch.
+        Ok(json.map_or_else(|| crate::mail::gone(id), |json| parse_raw(id, &json)))
     }
 }
 
@@ -344,11 +351,16 @@ impl MailSource for GmailSource {
             if let Some(cursor) = &request.cursor {
                 path += &format!("&pageToken={}", encode_query(cursor));
             }
-            let listed = self.get_json(refresh_token, &path).await?;
+            let listed = self
+                .get_json(refresh_token, &path)
+                .await?
+                .ok_or_else(|| Error::terminal("Gmail: the mailbox was not found (HTTP 404)"))?;
             let mut emails = Vec::new();
             for m in listed["messages"].as_array().into_iter().flatten() {
-                if let Some(id) = m["id"].as_str() {
-                    emails.push(self.header(refresh_token, id).await?);
+                if let Some(id) = m["id"].as_str()
+                    && let Some(header) = self.header(refresh_token, id).await?
+                {
+                    emails.push(header);
                 }
             }
             Ok(Page {

@@ -18,6 +18,10 @@ pub const FORGET: &str = "mail.forget";
 /// a character boundary) when it is read. Four thousand bytes hold a long business email whole;
 /// what is cut is marked.
 pub const BODY_CAP_BYTES: usize = 4_000;
+/// The most of a subject kept (a header can be any length).
+pub const SUBJECT_CAP_BYTES: usize = 300;
+/// The most of a sender's address or name kept.
+const ADDRESS_CAP_BYTES: usize = 320;
 
 /// One email, as the atoms see it. Its `body` is already capped at [`BODY_CAP_BYTES`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +34,10 @@ pub struct Email {
     pub subject: String,
     /// When it was sent, as far as it can be trusted (see [`sent_date`]).
     pub date: Timestamp,
+    /// When it was delivered (the Maildir name's time, Gmail's `internalDate`): what the
+    /// "analysed until" cursor follows, so mail that arrives late is not skipped.
+    #[serde(default)]
+    pub received: Timestamp,
     pub body: String,
     /// The message could not be parsed: only what its headers gave is known.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -44,6 +52,7 @@ impl Email {
             from: self.from.clone(),
             subject: self.subject.clone(),
             date: self.date,
+            received: self.received,
             size: self.body.len() as u64,
             unreadable: self.unreadable,
         }
@@ -57,6 +66,9 @@ pub struct EmailHeader {
     pub from: String,
     pub subject: String,
     pub date: Timestamp,
+    /// See [`Email::received`].
+    #[serde(default)]
+    pub received: Timestamp,
     /// Bytes of (capped) body text a summary will read: batches are bounded by their sum.
     #[serde(default)]
     pub size: u64,
@@ -75,6 +87,9 @@ pub enum MailboxRef {
     Gmail {
         /// A secret store reference to the OAuth refresh token (never the token itself);
         /// access tokens are minted from it when needed and live only in the process's cache.
+        // Records written before refresh tokens name the field `access_token`: such a reference
+        // fails to refresh, which asks the user to connect Gmail again.
+        #[serde(alias = "access_token")]
         refresh_token: String,
         /// A Gmail search query narrowing what is read (`label:inbox`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +156,9 @@ pub fn check_owner(mailbox: &MailboxRef, namespace: &str, call: &CallInfo) -> Re
     let caller = reanimate_core::secrets::caller_root(call.id.as_str());
     let owner = reanimate_core::secrets::secret_owner(refresh_token, namespace);
     match (caller, owner) {
-        (Some(caller), Some(owner)) if caller == owner => Ok(()),
+        (Some(caller), Some(owner)) if reanimate_core::secrets::name_segment(caller) == owner => {
+            Ok(())
+        }
         _ => Err(Error::terminal(format!(
             "the Gmail token {refresh_token:?} does not belong to this assistant's user ({})",
             caller.unwrap_or("unknown")
@@ -277,17 +294,28 @@ impl MailSource for MaildirSource {
     fn page<'a>(&'a self, request: &'a FetchPage) -> BoxFuture<'a, Result<Page>> {
         Box::pin(async move {
             let all = self.list(&request.mailbox)?;
+            // The cursor is the last email of the previous page (`{millis}/{id}`), not a
+            // position: mail delivered or deleted during a run shifts positions, never keys.
             let start = match &request.cursor {
                 None => 0,
-                Some(c) => c
-                    .parse::<usize>()
-                    .map_err(|_| Error::terminal(format!("bad maildir cursor {c:?}")))?,
+                Some(c) => {
+                    let (millis, id) = c
+                        .split_once('/')
+                        .and_then(|(m, id)| Some((m.parse::<u64>().ok()?, id)))
+                        .ok_or_else(|| Error::terminal(format!("bad maildir cursor {c:?}")))?;
+                    let last = (Timestamp::from_millis(millis), id);
+                    all.partition_point(|e| (e.date, e.id.as_str()) <= last)
+                }
             };
             let end = (start + request.limit.max(1)).min(all.len());
             let emails = all.get(start..end).unwrap_or_default().to_vec();
+            let next = emails
+                .last()
+                .filter(|_| end < all.len())
+                .map(|e| format!("{}/{}", e.date.as_millis(), e.id));
             Ok(Page {
                 emails,
-                next: (end < all.len()).then(|| end.to_string()),
+                next,
                 oldest_first: true,
             })
         })
@@ -423,6 +451,7 @@ pub fn gone(id: &str) -> Email {
         from_name: String::new(),
         subject: String::new(),
         date: Timestamp::EPOCH,
+        received: Timestamp::EPOCH,
         body: String::new(),
         unreadable: true,
     }
@@ -490,15 +519,21 @@ pub fn parse_message(id: &str, raw: &[u8], received: Option<Timestamp>) -> Email
         .body_text(0)
         .map(|text| cap_text(text.trim(), BODY_CAP_BYTES))
         .unwrap_or_default();
+    let date = sent_date(header_date(&message), received);
     Email {
         id: id.to_string(),
         from,
         from_name,
-        subject: one_line(message.subject().unwrap_or_default()),
-        date: sent_date(header_date(&message), received),
+        subject: subject_of(message.subject()),
+        date,
+        received: received.unwrap_or(date),
         body,
         unreadable: false,
     }
+}
+
+fn subject_of(subject: Option<&str>) -> String {
+    cap_text(&one_line(subject.unwrap_or_default()), SUBJECT_CAP_BYTES)
 }
 
 /// The headers of one message (what a listing needs), without decoding its body; `size` is the
@@ -515,11 +550,13 @@ pub fn parse_headers(id: &str, raw: &[u8], received: Option<Timestamp>, size: u6
         };
     };
     let (_, from) = sender(message.from());
+    let date = sent_date(header_date(&message), received);
     EmailHeader {
         id: id.to_string(),
         from,
-        subject: one_line(message.subject().unwrap_or_default()),
-        date: sent_date(header_date(&message), received),
+        subject: subject_of(message.subject()),
+        date,
+        received: received.unwrap_or(date),
         size: size.min(BODY_CAP_BYTES as u64),
         unreadable: false,
     }
@@ -530,17 +567,14 @@ fn unreadable(id: &str, raw: &[u8], received: Option<Timestamp>) -> Email {
     let parser = mail_parser::MessageParser::default();
     let headers = parser.parse_headers(raw);
     let (from_name, from) = sender(headers.as_ref().and_then(|m| m.from()));
+    let date = sent_date(headers.as_ref().and_then(header_date), received);
     Email {
         id: id.to_string(),
         from,
         from_name,
-        subject: one_line(
-            headers
-                .as_ref()
-                .and_then(|m| m.subject())
-                .unwrap_or_default(),
-        ),
-        date: sent_date(headers.as_ref().and_then(header_date), received),
+        subject: subject_of(headers.as_ref().and_then(|m| m.subject())),
+        date,
+        received: received.unwrap_or(date),
         body: String::new(),
         unreadable: true,
     }
@@ -576,12 +610,18 @@ fn sender(from: Option<&mail_parser::Address<'_>>) -> (String, String) {
         return (String::new(), String::new());
     };
     (
-        one_line(first.name().unwrap_or_default()),
-        first
-            .address()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase(),
+        cap_text(
+            &one_line(first.name().unwrap_or_default()),
+            ADDRESS_CAP_BYTES,
+        ),
+        cap_text(
+            &first
+                .address()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase(),
+            ADDRESS_CAP_BYTES,
+        ),
     )
 }
 
@@ -669,6 +709,70 @@ Content-Transfer-Encoding: quoted-printable\r\n\
         let email = parse(long.as_bytes());
         assert!(email.body.len() <= BODY_CAP_BYTES, "{}", email.body.len());
         assert!(email.body.ends_with("[…]"));
+    }
+
+    #[test]
+    fn headers_of_any_length_are_cut() {
+        let long = format!(
+            "From: {}@x.example\nSubject: {}\n\nhi",
+            "a".repeat(5_000),
+            "s".repeat(300_000)
+        );
+        let email = parse(long.as_bytes());
+        assert!(
+            email.subject.len() <= SUBJECT_CAP_BYTES,
+            "{}",
+            email.subject.len()
+        );
+        assert!(
+            email.from.len() <= ADDRESS_CAP_BYTES,
+            "{}",
+            email.from.len()
+        );
+        let header = parse_headers("m1", long.as_bytes(), None, 1);
+        assert!(header.subject.len() <= SUBJECT_CAP_BYTES);
+    }
+
+    #[test]
+    fn a_maildir_page_continues_after_its_last_email_whatever_arrives_meanwhile() {
+        let root = std::env::temp_dir().join(format!("reanimate-maildir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for sub in ["box/cur", "box/new"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let deliver = |at: u64, n: u32| {
+            let raw = format!("From: a@b.example\nSubject: n{n}\n\nhi");
+            std::fs::write(root.join(format!("box/cur/{at}.M{n}P1.t:2,S")), raw)
+                .unwrap_or_else(|e| panic!("{e}"));
+        };
+        for n in 0..4 {
+            deliver(1_767_600_000 + u64::from(n) * 60, n);
+        }
+        let source = MaildirSource::new(&root);
+        let mailbox = MailboxRef::Maildir { path: "box".into() };
+        let page = |cursor: Option<String>| {
+            reanimate_core::sim::block_on(source.page(&FetchPage {
+                mailbox: mailbox.clone(),
+                cursor,
+                limit: 2,
+                since: None,
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let first = page(None);
+        let subjects = |p: &Page| {
+            p.emails
+                .iter()
+                .map(|e| e.subject.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(subjects(&first), ["n0", "n1"]);
+        // An email sorting before the cursor arrives between the pages: no repeat, no skip.
+        deliver(1_767_590_000, 9);
+        let second = page(first.next.clone());
+        assert_eq!(subjects(&second), ["n2", "n3"]);
+        assert_eq!(second.next, None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

@@ -238,10 +238,15 @@ impl Activity for RankActivity {
             let out: Vec<Ranked> = request
                 .emails
                 .iter()
-                .map(|header| {
-                    by_id
-                        .remove(&header.id)
-                        .unwrap_or_else(|| Ranked::unreadable(header))
+                .map(|header| match by_id.remove(&header.id) {
+                    // The listing's headers, so the entry lands in the group that counted it.
+                    Some(entry) => Ranked {
+                        from: header.from.clone(),
+                        subject: header.subject.clone(),
+                        date: header.date,
+                        ..entry
+                    },
+                    None => Ranked::unreadable(header),
                 })
                 .collect();
             serde_json::to_value(out).map_err(|e| Error::terminal(e.to_string()))
@@ -346,6 +351,7 @@ mod tests {
                 from: "dana@acme.example".into(),
                 subject: "Deck".into(),
                 date: reanimate_core::Timestamp::EPOCH,
+                received: reanimate_core::Timestamp::EPOCH,
                 size: 20,
                 unreadable: false,
             }],

@@ -674,3 +674,39 @@ fn disconnecting_deletes_the_users_refresh_token_and_another_users_token_is_refu
     );
     assert!(secrets.values().is_empty(), "the refresh token is deleted");
 }
+
+#[tokio::test]
+async fn a_message_deleted_after_it_was_listed_is_skipped_or_unreadable_never_a_failed_run() {
+    let gone = || {
+        reply(
+            404,
+            json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}),
+        )
+    };
+    let (_gmail_mock, gmail_url) = Mock::start(vec![
+        reply(200, json!({"messages": [{"id": "m1", "threadId": "m1"}, {"id": "m2", "threadId": "m2"}], "resultSizeEstimate": 2})),
+        gone(),
+        metadata("m2", "tom@acme.example", "Lunch", 1_767_605_500_000),
+        gone(),
+    ])
+    .await;
+    let (_token_mock, token_url) = Mock::start(vec![access("ya29.first", 3599)]).await;
+    let (gmail, mailbox) = source(&gmail_url, &token_url).await;
+    let page = ok(gmail
+        .page(&FetchPage {
+            mailbox: mailbox.clone(),
+            cursor: None,
+            limit: 10,
+            since: None,
+        })
+        .await);
+    let listed: Vec<&str> = page.emails.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(listed, ["m2"], "the deleted message is left out");
+    let read = ok(gmail
+        .get(&GetEmails {
+            mailbox,
+            ids: vec!["m2".into()],
+        })
+        .await);
+    assert!(read[0].unreadable, "deleted before it was read");
+}

@@ -614,3 +614,47 @@ fn a_batch_that_cannot_be_summarised_is_listed_and_the_digest_still_written() {
     assert!(digest.contains("## 4. Note 3"), "{digest}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn mail_delivered_late_with_an_old_date_is_read_by_the_next_run() {
+    let dir = scratch("late");
+    // Sent and delivered on the 5th.
+    deliver(
+        &dir,
+        JAN_5_9AM,
+        1,
+        b"From: tom@acme.example\nSubject: On time\nDate: Mon, 05 Jan 2026 09:00:00 +0000\n\nhi\n",
+    );
+    // Dated the 4th, but delivered on the 6th at 10:00 (a queued outbox, a slow list).
+    deliver(
+        &dir,
+        JAN_5_9AM + 86_400 + 3600,
+        2,
+        b"From: ana@acme.example\nSubject: Late\nDate: Sun, 04 Jan 2026 12:00:00 +0000\n\nhi\n",
+    );
+    let model = Arc::new(OfflineHeuristicModel);
+    let activities = reanimate_email::activities(
+        model.clone(),
+        model,
+        Arc::new(MaildirSource::new(dir.join("mail"))),
+        Arc::new(FolderDigests::new(dir.join("out"))),
+        None,
+    );
+    let mut sim =
+        Simulation::with_activities(atoms::registry(), activities, 6, Faults::none(), None);
+    // Hired on the 6th at 00:00: the first run sees only what was delivered by then.
+    sim.advance_clock(Duration::from_secs(5 * 86_400));
+    hire(&mut sim, true);
+    sim.horizon = Duration::from_secs(7 * 86_400 + 3600);
+    sim.run(&mut answers("A short daily digest."))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ranked = ranked_emails(&sim);
+    let subjects: Vec<&str> = ranked.values().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert!(
+        subjects.contains(&"Late"),
+        "the late email was read by the next run: {subjects:?}"
+    );
+    assert!(dir.join("out/digests/sam/2026-01-04.md").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
