@@ -645,9 +645,9 @@ pub struct AnalysisState {
 /// thousands).
 pub const DECISIONS_KEPT: usize = 100;
 
-/// At most this much of a group's ranked entries is kept whole, in the analysis's record and in
-/// the message that starts its digest; past it, the least important entries lose their summaries
-/// (a short digest shows them as one line per sender anyway).
+/// At most this much of a group's ranked entries is kept, in the analysis's record and in the
+/// message that starts its digest; past it, [`compact`] shortens and then folds the least
+/// important entries (a short digest shows them as one line per sender anyway).
 pub const GROUP_BYTES: usize = 96_000;
 
 /// Batches in flight, from either shape a record may hold: a map of their headers, or (records
