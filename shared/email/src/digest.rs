@@ -140,10 +140,12 @@ fn merge(entries: &[Ranked]) -> Vec<Item<'_>> {
     let mut items: Vec<Item<'_>> = Vec::new();
     let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
     for entry in sorted {
-        match by_key.get(&thread_key(entry)) {
-            Some(&i) => items[i].members.push(entry),
-            None => {
-                by_key.insert(thread_key(entry), items.len());
+        match by_key.entry(thread_key(entry)) {
+            std::collections::btree_map::Entry::Occupied(at) => {
+                items[*at.get()].members.push(entry)
+            }
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(items.len());
                 items.push(Item {
                     lead: entry,
                     members: vec![entry],

@@ -20,7 +20,7 @@ use crate::mail::{Email, EmailHeader, GetEmails, MailSource, MailboxRef};
 use crate::offline;
 use crate::prefs::{Preferences, Style};
 use reanimate_core::playbook::{
-    Generation, ModelActivities, Tier, Untrusted, render_generation, validate_generated,
+    Generation, ModelActivities, Tier, Untrusted, parse_json_answer, render_generation,
 };
 use reanimate_core::schema;
 use reanimate_core::{Activities, Activity, BoxFuture, CallInfo, Error, Result};
@@ -163,8 +163,15 @@ impl RankActivity {
         let asked = self
             .models
             .ask(render_generation(&generation), |raw| {
-                let value = validate_generated(&generation, raw);
-                let parsed = reanimate_core::playbook::parse_json_answer(raw).unwrap_or_default();
+                // Parsed once; checked against the schema and for completeness.
+                let (parsed, value) = match parse_json_answer(raw) {
+                    Ok(parsed) => {
+                        let checked = schema::validate_answer(&generation.output_schema, &parsed)
+                            .map_err(|e| e.reason);
+                        (parsed, checked)
+                    }
+                    Err(problem) => (Value::Null, Err(problem)),
+                };
                 let (items, problems) = valid_items(&ids, &parsed);
                 let mut kept = best.lock().unwrap_or_else(|p| p.into_inner());
                 if items.len() > kept.len() {

@@ -1,6 +1,9 @@
 //! The email assistant end to end on the in-memory engine (virtual time, the offline heuristic
 //! model, the committed Maildir fixture, digests written to a temporary folder).
 
+mod common;
+
+use common::{analysis_report, ranked_emails};
 use reanimate_core::sim::{Faults, SilentUser, Simulation};
 use reanimate_core::{Envelope, InstanceId, MessageId, Status};
 use reanimate_email::atoms::{self, AnalysisReport};
@@ -62,25 +65,6 @@ fn activities(
     )
 }
 
-/// Every email's ranked entry, from the summarize-rank instances' results.
-fn ranked_emails(
-    snapshot: &BTreeMap<String, reanimate_core::sim::InstanceSummary>,
-) -> BTreeMap<String, Ranked> {
-    let mut ranked = BTreeMap::new();
-    for s in snapshot.values().filter(|s| s.atom == "summarize-rank") {
-        let list: Vec<Ranked> = serde_json::from_value(s.result.clone().unwrap_or(Value::Null))
-            .unwrap_or_else(|e| panic!("{e}"));
-        for entry in list {
-            let id = entry.id.clone();
-            assert!(
-                ranked.insert(id.clone(), entry).is_none(),
-                "email {id} ranked twice"
-            );
-        }
-    }
-    ranked
-}
-
 fn run(mail_root: &Path, name: &str, seed: u64, faults: Faults) -> Run {
     let model = Arc::new(OfflineHeuristicModel);
     run_with(mail_root, name, seed, faults, model.clone(), model)
@@ -108,14 +92,7 @@ fn run_with(
     assert!(report.dead_letters.is_empty(), "{:?}", report.dead_letters);
     let snapshot = sim.snapshot();
     let assistant = &snapshot["assistant-sam"];
-    let analysis = snapshot
-        .values()
-        .find(|s| s.atom == "bulk-email-analysis")
-        .unwrap_or_else(|| panic!("no analysis ran"));
-    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
-    let report: AnalysisReport =
-        serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let report = analysis_report(&snapshot);
     let mut instances = BTreeMap::new();
     for s in snapshot.values() {
         *instances.entry(s.atom.clone()).or_default() += 1;
@@ -453,14 +430,7 @@ fn decisions_the_model_cannot_make_go_to_the_planner_and_the_digests_still_come_
     ));
     sim.run(&mut answers()).unwrap_or_else(|e| panic!("{e}"));
     let snapshot = sim.snapshot();
-    let analysis = snapshot
-        .values()
-        .find(|s| s.atom == "bulk-email-analysis")
-        .unwrap_or_else(|| panic!("no analysis"));
-    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
-    let report: AnalysisReport =
-        serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let report = analysis_report(&snapshot);
     let planners = snapshot.values().filter(|s| s.atom == "planner").count() as u64;
     assert_eq!(
         planners, report.batches,
@@ -546,14 +516,7 @@ fn a_planner_model_cannot_write_to_the_user_its_question_is_fixed_and_expires_to
     }
     // Nobody answered: each batch took the playbook's own rule after the deadline.
     let snapshot = sim.snapshot();
-    let analysis = snapshot
-        .values()
-        .find(|s| s.atom == "bulk-email-analysis")
-        .unwrap_or_else(|| panic!("no analysis"));
-    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
-    let report: AnalysisReport =
-        serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
-            .unwrap_or_else(|e| panic!("{e}"));
+    let report = analysis_report(&snapshot);
     assert_eq!(report.emails, 321);
     assert!(
         report

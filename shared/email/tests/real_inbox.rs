@@ -2,6 +2,8 @@
 //! that is no mail at all, a huge email, a date in 2099, a model that obeys whatever the data
 //! tells it, and a year of daily runs. All on the in-memory engine in virtual time.
 
+mod common;
+
 use reanimate_core::playbook::{Model, ModelRequest};
 use reanimate_core::sim::{Faults, Simulation};
 use reanimate_core::{BoxFuture, Envelope, InstanceId, MessageId, Result, Status, Timestamp};
@@ -61,37 +63,44 @@ fn hire(sim: &mut Simulation, recurring: bool) {
 }
 
 fn ranked_emails(sim: &Simulation) -> BTreeMap<String, Ranked> {
-    let mut ranked = BTreeMap::new();
-    for s in sim
-        .snapshot()
-        .values()
-        .filter(|s| s.atom == "summarize-rank")
-    {
-        let list: Vec<Ranked> = serde_json::from_value(s.result.clone().unwrap_or(Value::Null))
-            .unwrap_or_else(|e| panic!("{e}"));
-        for entry in list {
-            let id = entry.id.clone();
-            assert!(
-                ranked.insert(id.clone(), entry).is_none(),
-                "{id} ranked twice"
-            );
-        }
-    }
-    ranked
+    common::ranked_emails(&sim.snapshot())
 }
 
 fn analysis_report(sim: &Simulation) -> AnalysisReport {
-    let snapshot = sim.snapshot();
-    let analysis = snapshot
-        .values()
-        .find(|s| s.atom == "bulk-email-analysis")
-        .unwrap_or_else(|| panic!("no analysis ran"));
-    assert_eq!(analysis.status, Status::Completed, "{:?}", analysis.error);
-    serde_json::from_value(analysis.result.clone().unwrap_or(Value::Null))
-        .unwrap_or_else(|e| panic!("{e}"))
+    common::analysis_report(&sim.snapshot())
 }
 
 const JAN_5_9AM: u64 = 1_767_603_600;
+
+/// Delivers `n` plain notes from tom, a minute apart from 5 January 09:00.
+fn deliver_notes(dir: &Path, n: u64) {
+    for i in 0..n {
+        let raw = format!("From: tom@acme.example\nSubject: Note {i}\n\nHello.\n");
+        deliver(dir, JAN_5_9AM + i * 60, i as usize, raw.as_bytes());
+    }
+}
+
+/// The assistant on the offline model reading `source`, digests under `dir/out`, none emailed;
+/// virtual time `days` past its start (1 January 2026).
+fn offline_sim(
+    source: Arc<dyn reanimate_email::mail::MailSource>,
+    dir: &Path,
+    seed: u64,
+    days: u64,
+) -> Simulation {
+    let model = Arc::new(OfflineHeuristicModel);
+    let activities = reanimate_email::activities(
+        model.clone(),
+        model,
+        source,
+        Arc::new(FolderDigests::new(dir.join("out"))),
+        None,
+    );
+    let sim =
+        Simulation::with_activities(atoms::registry(), activities, seed, Faults::none(), None);
+    sim.advance_clock(Duration::from_secs(days * 86_400));
+    sim
+}
 
 #[test]
 fn real_mail_of_every_kind_is_read_and_one_bad_message_fails_only_itself() {
@@ -517,24 +526,16 @@ impl reanimate_email::mail::MailSource for RevokedOnce {
 #[test]
 fn a_revoked_mailbox_asks_the_user_to_reconnect_and_the_assistant_carries_on() {
     let dir = scratch("revoked");
-    for i in 0..3u64 {
-        let raw = format!("From: tom@acme.example\nSubject: Note {i}\n\nHello.\n");
-        deliver(&dir, JAN_5_9AM + i * 60, i as usize, raw.as_bytes());
-    }
-    let model = Arc::new(OfflineHeuristicModel);
-    let activities = reanimate_email::activities(
-        model.clone(),
-        model,
+    deliver_notes(&dir, 3);
+    let mut sim = offline_sim(
         Arc::new(RevokedOnce {
             inner: MaildirSource::new(dir.join("mail")),
             failed: Default::default(),
         }),
-        Arc::new(FolderDigests::new(dir.join("out"))),
-        None,
+        &dir,
+        9,
+        6,
     );
-    let mut sim =
-        Simulation::with_activities(atoms::registry(), activities, 9, Faults::none(), None);
-    sim.advance_clock(Duration::from_secs(6 * 86_400));
     hire(&mut sim, true);
     sim.horizon = Duration::from_secs(8 * 86_400);
     sim.run(&mut answers("A short daily digest."))
@@ -582,21 +583,13 @@ impl reanimate_email::mail::MailSource for Unreadable {
 #[test]
 fn a_batch_that_cannot_be_summarised_is_listed_and_the_digest_still_written() {
     let dir = scratch("unsummarised");
-    for i in 0..4u64 {
-        let raw = format!("From: tom@acme.example\nSubject: Note {i}\n\nHello.\n");
-        deliver(&dir, JAN_5_9AM + i * 60, i as usize, raw.as_bytes());
-    }
-    let model = Arc::new(OfflineHeuristicModel);
-    let activities = reanimate_email::activities(
-        model.clone(),
-        model,
+    deliver_notes(&dir, 4);
+    let mut sim = offline_sim(
         Arc::new(Unreadable(MaildirSource::new(dir.join("mail")))),
-        Arc::new(FolderDigests::new(dir.join("out"))),
-        None,
+        &dir,
+        2,
+        6,
     );
-    let mut sim =
-        Simulation::with_activities(atoms::registry(), activities, 2, Faults::none(), None);
-    sim.advance_clock(Duration::from_secs(6 * 86_400));
     hire(&mut sim, false);
     sim.run(&mut answers("A detailed daily digest."))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -632,18 +625,8 @@ fn mail_delivered_late_with_an_old_date_is_read_by_the_next_run() {
         2,
         b"From: ana@acme.example\nSubject: Late\nDate: Sun, 04 Jan 2026 12:00:00 +0000\n\nhi\n",
     );
-    let model = Arc::new(OfflineHeuristicModel);
-    let activities = reanimate_email::activities(
-        model.clone(),
-        model,
-        Arc::new(MaildirSource::new(dir.join("mail"))),
-        Arc::new(FolderDigests::new(dir.join("out"))),
-        None,
-    );
-    let mut sim =
-        Simulation::with_activities(atoms::registry(), activities, 6, Faults::none(), None);
     // Hired on the 6th at 00:00: the first run sees only what was delivered by then.
-    sim.advance_clock(Duration::from_secs(5 * 86_400));
+    let mut sim = offline_sim(Arc::new(MaildirSource::new(dir.join("mail"))), &dir, 6, 5);
     hire(&mut sim, true);
     sim.horizon = Duration::from_secs(7 * 86_400 + 3600);
     sim.run(&mut answers("A short daily digest."))
