@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-core-deps unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-layers unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 # cargo-lambda builds the functions for x86_64-unknown-linux-gnu. On such a host every cargo call
 # here names that target and cargo-lambda compiles with plain cargo (no zig), so the tests and the
@@ -24,20 +24,17 @@ VENV := .venv
 # The LocalStack venv installs (mostly downloads) while clippy compiles.
 test:
 	@$(MAKE) --no-print-directory -j2 lint localstack-install
-	@$(MAKE) --no-print-directory check-core-deps unit localstack-tests integration integ
+	@$(MAKE) --no-print-directory check-layers unit localstack-tests integration integ
 	@tools/test-summary $(LOGS)
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# The runtime core must stay free of AWS crates: the adapters live in shared/aws.
-check-core-deps:
-	@if $(CARGO) tree -p reanimate-core -e normal --prefix none --locked | grep -Eiq '^aws'; then \
-		echo "reanimate-core depends on an AWS crate:"; \
-		$(CARGO) tree -p reanimate-core -e normal -i aws-types 2>/dev/null | head -20; exit 1; \
-	fi
-	@echo "reanimate-core: no AWS crate in its dependency tree"
+# The layers point inward: the runtime (shared/core) has no AWS crate, the adapters
+# (shared/aws, shared/llm) never know the apps, and no sample atom's Lambda carries the email app.
+check-layers:
+	CARGO=$(CARGO) tools/check-layers
 
 unit:
 	@mkdir -p $(LOGS)
@@ -92,6 +89,8 @@ email-figures: localstack-install lambdas
 template-lint: localstack-install
 	python3 infra/render.py --check
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	python3 infra/check_iam.py --self-test
+	python3 infra/check_iam.py infra/template.yaml
 
 localstack-install:
 	localstack/stack install

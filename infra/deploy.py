@@ -3,10 +3,12 @@
 
     python infra/deploy.py [--stack NAME] [--outputs FILE] [--max-queue-delay SECONDS]
 
-Zips each target/lambda/<atom>/bootstrap, uploads the zips to an artifacts bucket (named after
-the account and region), creates or updates the CloudFormation stack, waits for it, and writes its
-outputs as JSON (for the integration tests and the CLI). Endpoint and credentials come from the
-usual AWS environment (AWS_ENDPOINT_URL for LocalStack)."""
+Zips each function's bootstrap (<cargo target dir>/lambda/<bin>/bootstrap, for every crate under
+functions/), uploads the zips to an artifacts bucket named after the account and region, creates or
+updates the CloudFormation stack, waits for it, and writes its outputs as JSON (for the integration
+tests and the CLI). Every request on the bucket names the caller's account as its expected owner:
+a bucket of that name owned by anyone else is refused, never used. Endpoint and credentials come
+from the usual AWS environment (AWS_ENDPOINT_URL for LocalStack)."""
 
 import argparse
 import hashlib
@@ -14,6 +16,7 @@ import io
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import zipfile
 
@@ -21,10 +24,29 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# cargo-lambda writes the bootstraps under the cargo target directory (CARGO_TARGET_DIR if set).
-TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target").resolve()
+
+
+def cargo_target_dir() -> pathlib.Path:
+    """Where cargo-lambda wrote the bootstraps: the cargo target directory, as cargo itself resolves
+    it (CARGO_TARGET_DIR, or `build.target-dir` in a cargo config file), else ./target."""
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return pathlib.Path(os.environ["CARGO_TARGET_DIR"]).resolve()
+    try:
+        metadata = subprocess.run(
+            [os.environ.get("CARGO", "cargo"), "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        return pathlib.Path(json.loads(metadata.stdout)["target_directory"]).resolve()
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError):
+        return (ROOT / "target").resolve()
+
+
+TARGET_DIR = cargo_target_dir()
 sys.path.insert(0, str(ROOT / "infra"))
-from render import FUNCTIONS  # noqa: E402  (one list of functions for the template and the deploy)
+from render import DeclarationError, load_functions  # noqa: E402  (the template's functions, from one glob)
 
 
 def zipped(bootstrap: pathlib.Path) -> bytes:
@@ -37,6 +59,55 @@ def zipped(bootstrap: pathlib.Path) -> bytes:
         info.compress_type = zipfile.ZIP_DEFLATED
         archive.writestr(info, bootstrap.read_bytes(), compresslevel=1)
     return buffer.getvalue()
+
+
+def bootstrap(function) -> pathlib.Path:
+    return TARGET_DIR / "lambda" / function.bin / "bootstrap"
+
+
+class NotOurs(Exception):
+    pass
+
+
+def artifacts_bucket(s3, account: str, region: str) -> str:
+    """Creates the artifacts bucket, or finds it already ours; refuses one owned by anyone else.
+
+    The name is predictable, so another account may have taken it: S3 then answers
+    BucketAlreadyExists to the create, or 403 to a request naming our account as the expected
+    owner. Once confirmed ours it stays ours (only its owner can delete it)."""
+    bucket = f"reanimate-artifacts-{account}-{region}"
+    create = {"Bucket": bucket}
+    if region != "us-east-1":
+        create["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**create)
+    except ClientError as e:
+        code = e.response["Error"]["Code"]
+        if code == "BucketAlreadyExists":
+            raise NotOurs(f"bucket {bucket} exists and belongs to another account; refusing to upload code or the template there") from e
+        if code != "BucketAlreadyOwnedByYou":
+            raise
+    try:
+        s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("403", "AccessDenied", "Forbidden"):
+            raise NotOurs(f"bucket {bucket} is not owned by account {account}; refusing to upload code or the template there") from e
+        raise
+    owned = {"Bucket": bucket, "ExpectedBucketOwner": account}
+    s3.put_public_access_block(
+        **owned,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_encryption(
+        **owned,
+        ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+    )
+    return bucket
 
 
 def main() -> int:
@@ -59,18 +130,22 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    try:
+        functions = load_functions()
+    except DeclarationError as e:
+        print(f"deploy: {e}", file=sys.stderr)
+        return 1
     session = boto3.session.Session()
     account = session.client("sts").get_caller_identity()["Account"]
-    bucket = f"reanimate-artifacts-{account}-{session.region_name}"
     s3 = session.client("s3")
     try:
-        if session.region_name == "us-east-1":
-            s3.create_bucket(Bucket=bucket)
-        else:
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": session.region_name})
-    except ClientError as e:
-        if e.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-            raise
+        bucket = artifacts_bucket(s3, account, session.region_name)
+    except NotOurs as e:
+        print(f"deploy: {e}", file=sys.stderr)
+        return 1
+    # The code and the template are deployed with CAPABILITY_IAM: every upload names our account
+    # as the bucket's owner, so S3 refuses it if the bucket is anyone else's.
+    owned = {"ExpectedBucketOwner": account}
 
     parameters = {
         "CodeBucket": bucket,
@@ -81,21 +156,23 @@ def main() -> int:
     for extra in args.parameter:
         key, _, value = extra.partition("=")
         parameters[key] = value
-    for crate, name in FUNCTIONS:
-        bootstrap = TARGET_DIR / "lambda" / crate / "bootstrap"
-        if not bootstrap.is_file():
-            print(f"deploy: {bootstrap} is missing; build with `cargo lambda build` first", file=sys.stderr)
-            return 1
-        body = zipped(bootstrap)
-        key = f"{crate}-{hashlib.sha256(body).hexdigest()[:16]}.zip"
-        s3.put_object(Bucket=bucket, Key=key, Body=body)
-        parameters[f"{name}CodeKey"] = key
+    missing = [f for f in functions if not bootstrap(f).is_file()]
+    if missing:
+        for f in missing:
+            print(f"deploy: {bootstrap(f)} is missing (functions/{f.dir})", file=sys.stderr)
+        print("deploy: build the functions first: make lambdas (cargo lambda build)", file=sys.stderr)
+        return 1
+    for f in functions:
+        body = zipped(bootstrap(f))
+        key = f"{f.dir}-{hashlib.sha256(body).hexdigest()[:16]}.zip"
+        s3.put_object(Bucket=bucket, Key=key, Body=body, **owned)
+        parameters[f"{f.name}CodeKey"] = key
 
     cfn = session.client("cloudformation")
     # Passed by URL: the template is over CloudFormation's 51,200-byte limit for an inline body.
     template = (ROOT / "infra" / "template.yaml").read_bytes()
     template_key = f"template-{hashlib.sha256(template).hexdigest()[:16]}.yaml"
-    s3.put_object(Bucket=bucket, Key=template_key, Body=template)
+    s3.put_object(Bucket=bucket, Key=template_key, Body=template, **owned)
     request = {
         "StackName": args.stack,
         "TemplateURL": f"{s3.meta.endpoint_url}/{bucket}/{template_key}",

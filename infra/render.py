@@ -1,588 +1,818 @@
 #!/usr/bin/env python3
-"""Renders infra/template.yaml: the shared resources once, then the same block per atom.
+"""Renders infra/template.yaml from the functions' own declarations.
 
     python infra/render.py          # rewrite infra/template.yaml
     python infra/render.py --check  # fail if the committed template is not what this renders
 
-Each atom gets a queue (with a policy: only the stack's roles send to it), a dead-letter queue
-with an alarm, a least-privilege role, a function and an event source mapping, sized by its
-profile. The sweeper is one more function, invoked every minute by a schedule. Add an atom by
-adding a line to ATOMS (and a crate under functions/)."""
+Each crate under functions/ declares what its Lambda needs in its Cargo.toml:
 
-import sys
+    [package.metadata.reanimate]
+    atom = "countdown"                      # the atom type it serves (or `sweeper = true`)
+    profile = "steps"                       # how it is sized: steps | activities (PROFILES below)
+    sends_to = ["countdown", "fan-out"]     # atom types whose queues its steps send to
+    uses = []                               # more it may call: models | mail | mail-disconnect | digests
+
+From those, per atom: a queue (whose policy admits only the roles that send to it) with a
+dead-letter queue and an alarm, a log group, a least-privilege role, a function and an event
+source mapping. The sweeper is one more function, invoked every minute by a schedule. Adding a
+crate under functions/ is the only step: the deploy (infra/deploy.py) and the Makefile find the
+functions the same way. The template is built as data and written with PyYAML."""
+
+import json
 import pathlib
+import sys
+import tomllib
+from dataclasses import dataclass
+
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "infra" / "template.yaml"
 
-# (atom type, CloudFormation name, extra IAM statements)
-DIGEST_WRITE = """              - Effect: Allow
-                Action: s3:PutObject
-                Resource: !Sub "${DigestBucket.Arn}/digests/*"
-              - Effect: Allow
-                Action: ses:SendEmail
-                Resource: !Sub "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"
-"""
-# Atoms that ask a model: Bedrock (when ModelProvider is bedrock) or the API key in Secrets
-# Manager (when it is openai-compatible with a key).
-MODEL_INVOKE = """              - Effect: Allow
-                Action: [bedrock:InvokeModel]
-                Resource:
-                  - !Sub "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
-                  - !Sub "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"
-              - Effect: Allow
-                Action: secretsmanager:GetSecretValue
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate-config/${AWS::StackName}/model-api-key-*"
-"""
-# Atoms that read mailboxes: users' Gmail refresh tokens, reanimate/STACK/INSTANCE/… (the
-# activities also check that a token belongs to the calling instance's user).
-SECRET_READ = """              - Effect: Allow
-                Action: secretsmanager:GetSecretValue
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/*"
-"""
-# The assistant deletes its user's secrets when the user disconnects.
-SECRET_DELETE = """              - Effect: Allow
-                Action: secretsmanager:DeleteSecret
-                Resource: !Sub "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:reanimate/${AWS::StackName}/*"
-"""
 # How a function is sized. Every record is handled within the invocation's deadline (records of
 # different instances in a batch run concurrently; a record still running near the deadline is
 # handed back). The queue's visibility timeout is six times the function timeout, as AWS
 # recommends for SQS event sources, and MaximumConcurrency caps the concurrent invocations per
 # queue, so a fan-in's children contend for their parent with at most that many writers.
-STEPS = dict(timeout=30, batch=10, window=0, visibility=180, concurrency=10)
-# Atoms whose activities call a model or a mailbox: a model call may take 60 s and be retried
-# (the activities' time limit is 250 s); a batch the size of the model client's concurrency.
-ACTIVITIES = dict(timeout=300, batch=4, window=0, visibility=1800, concurrency=5)
-
-# (atom type, CloudFormation name, extra IAM statements, profile)
-ATOMS = [
-    ("countdown", "Countdown", "", STEPS),
-    ("fan-out", "FanOut", "", STEPS),
-    ("worker", "Worker", "", STEPS),
-    ("approval", "Approval", "", STEPS),
-    ("email-assistant", "EmailAssistant", MODEL_INVOKE + SECRET_DELETE, ACTIVITIES),
-    ("bulk-email-analysis", "BulkEmailAnalysis", MODEL_INVOKE, ACTIVITIES),
-    ("fetch-emails", "FetchEmails", SECRET_READ, ACTIVITIES),
-    ("summarize-rank", "SummarizeRank", MODEL_INVOKE + SECRET_READ, ACTIVITIES),
-    ("write-digest", "WriteDigest", DIGEST_WRITE, ACTIVITIES),
-    ("planner", "Planner", MODEL_INVOKE, ACTIVITIES),
-]
-
-# Every function the deploy zips: (crate under functions/, CloudFormation name).
-FUNCTIONS = [(atom, name) for atom, name, _, _ in ATOMS] + [("sweeper", "Sweeper")]
-
-HEADER = """AWSTemplateFormatVersion: "2010-09-09"
-Description: >-
-  reanimate: one Lambda per atom, each fed by its own SQS queue (with a dead-letter queue), state
-  in DynamoDB, timers in EventBridge Scheduler, lifecycle events on an EventBridge bus, digests in
-  S3. The same template deploys to LocalStack (make integ, make demo) and to AWS (README.md).
-  Rendered by infra/render.py; edit that, not this file.
-
-Parameters:
-  CodeBucket:
-    Type: String
-    Description: S3 bucket holding the functions' zipped bootstrap binaries.
-{code_keys}  Architecture:
-    Type: String
-    Default: x86_64
-    AllowedValues: [x86_64, arm64]
-  MaxQueueDelaySeconds:
-    Type: Number
-    Default: 900
-    MinValue: 0
-    MaxValue: 900
-    Description: Timers due within this many seconds use an SQS delay; later ones a Scheduler schedule.
-  RetentionSeconds:
-    Type: Number
-    Default: 2592000
-    Description: How long a finished instance is kept before DynamoDB's TTL deletes it (30 days).
-  DigestSender:
-    Type: String
-    Default: digests@reanimate.example
-    Description: The address digests are emailed from (an SES identity the deploy verifies).
-  MailRoot:
-    Type: String
-    Default: /var/task/mail
-    Description: Folder under which Maildir mailboxes named in the assistant's auth answers live.
-  ModelProvider:
-    Type: String
-    Default: offline
-    AllowedValues: [offline, bedrock, openai-compatible]
-    Description: The language model the playbooks use (offline is a deterministic heuristic, not a language model).
-  ModelUrl:
-    Type: String
-    Default: ""
-    Description: For openai-compatible, the API root (https://api.openai.com/v1, http://host:11434/v1 for Ollama).
-  ModelName:
-    Type: String
-    Default: ""
-    Description: For bedrock and openai-compatible, the everyday model (a Bedrock model or inference profile id).
-  StrongModelName:
-    Type: String
-    Default: ""
-    Description: For bedrock and openai-compatible, the stronger model the planner and careful summaries use (default ModelName).
-  ModelApiKey:
-    Type: String
-    Default: ""
-    NoEcho: true
-    Description: >-
-      For openai-compatible, the API key, if the endpoint needs one. Kept in Secrets Manager
-      (reanimate-config/STACK/model-api-key, outside the users' reanimate/STACK/), readable only
-      by the roles of atoms that call models.
-  GmailClientId:
-    Type: String
-    Default: ""
-    Description: The Google OAuth client id (an installed app) Gmail refresh tokens were issued to.
-  GmailClientSecret:
-    Type: String
-    Default: ""
-    NoEcho: true
-    Description: That client's secret (not confidential for installed apps, but kept out of logs).
-  GmailTokenUrl:
-    Type: String
-    Default: https://oauth2.googleapis.com/token
-  GmailApiUrl:
-    Type: String
-    Default: https://gmail.googleapis.com
-  AlarmTopicArn:
-    Type: String
-    Default: ""
-    Description: An SNS topic the dead-letter alarms notify (none if empty).
-
-Conditions:
-  HasAlarmTopic: !Not [!Equals [!Ref AlarmTopicArn, ""]]
-  HasModelApiKey: !Not [!Equals [!Ref ModelApiKey, ""]]
-
-Resources:
-  ModelApiKeySecret:
-    Type: AWS::SecretsManager::Secret
-    Condition: HasModelApiKey
-    Properties:
-      Name: !Sub "reanimate-config/${{AWS::StackName}}/model-api-key"
-      SecretString: !Ref ModelApiKey
-
-  InstancesTable:
-    Type: AWS::DynamoDB::Table
-    Properties:
-      BillingMode: PAY_PER_REQUEST
-      AttributeDefinitions:
-        - {{AttributeName: id, AttributeType: S}}
-        - {{AttributeName: outbox_pending, AttributeType: S}}
-        - {{AttributeName: outbox_pending_since, AttributeType: N}}
-      KeySchema:
-        - {{AttributeName: id, KeyType: HASH}}
-      # Sparse: only records whose outbox could not be sent carry its keys; the sweeper queries it.
-      GlobalSecondaryIndexes:
-        - IndexName: by-pending-outbox
-          KeySchema:
-            - {{AttributeName: outbox_pending, KeyType: HASH}}
-            - {{AttributeName: outbox_pending_since, KeyType: RANGE}}
-          Projection: {{ProjectionType: INCLUDE, NonKeyAttributes: [version]}}
-      TimeToLiveSpecification: {{AttributeName: expires_at, Enabled: true}}
-
-  InboxTable:
-    Type: AWS::DynamoDB::Table
-    Properties:
-      BillingMode: PAY_PER_REQUEST
-      AttributeDefinitions:
-        - {{AttributeName: id, AttributeType: S}}
-        - {{AttributeName: status, AttributeType: S}}
-        - {{AttributeName: created_at, AttributeType: N}}
-      KeySchema:
-        - {{AttributeName: id, KeyType: HASH}}
-      GlobalSecondaryIndexes:
-        - IndexName: by-status
-          KeySchema:
-            - {{AttributeName: status, KeyType: HASH}}
-            - {{AttributeName: created_at, KeyType: RANGE}}
-          Projection: {{ProjectionType: ALL}}
-
-  DigestBucket:
-    Type: AWS::S3::Bucket
-    Properties:
-      PublicAccessBlockConfiguration:
-        BlockPublicAcls: true
-        BlockPublicPolicy: true
-        IgnorePublicAcls: true
-        RestrictPublicBuckets: true
-
-  EventBus:
-    Type: AWS::Events::EventBus
-    Properties:
-      Name: !Sub "${{AWS::StackName}}-events"
-
-  TimerGroup:
-    Type: AWS::Scheduler::ScheduleGroup
-    Properties:
-      Name: !Sub "${{AWS::StackName}}-timers"
-
-  # Assumed by EventBridge Scheduler to deliver long timers to the atoms' queues.
-  SchedulerRole:
-    Type: AWS::IAM::Role
-    Properties:
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{Service: scheduler.amazonaws.com}}
-            Action: sts:AssumeRole
-            Condition:
-              StringEquals: {{"aws:SourceAccount": !Ref AWS::AccountId}}
-      Policies:
-        - PolicyName: send-to-atom-queues
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: sqs:SendMessage
-                Resource:
-{queue_arns}
-  # For people and programs outside the stack (the reanimate CLI, a web inbox): start, signal,
-  # cancel and answer; read instances; operate the dead-letter queues. The atom queues accept
-  # messages only from this role, the functions' roles and the Scheduler role.
-  ClientRole:
-    Type: AWS::IAM::Role
-    Properties:
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{AWS: !Sub "arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:root"}}
-            Action: sts:AssumeRole
-      Policies:
-        - PolicyName: reanimate-client
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: sqs:SendMessage
-                Resource:
-{queue_arns}              - Effect: Allow
-                Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes, sqs:ChangeMessageVisibility]
-                Resource:
-{dead_letter_arns}              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:Scan]
-                Resource: !GetAtt InstancesTable.Arn
-              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:UpdateItem, dynamodb:Query]
-                Resource: [!GetAtt InboxTable.Arn, !Sub "${{InboxTable.Arn}}/index/by-status"]
-              - Effect: Allow
-                Action: [secretsmanager:CreateSecret, secretsmanager:PutSecretValue, secretsmanager:DescribeSecret]
-                Resource: !Sub "arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:secret:reanimate/${{AWS::StackName}}/*"
-              - Effect: Allow
-                Action: [s3:GetObject, s3:ListBucket]
-                Resource: [!GetAtt DigestBucket.Arn, !Sub "${{DigestBucket.Arn}}/digests/*"]
-
-  # --- sweeper ---------------------------------------------------------------------------------
-  # Sends the outboxes that could not be sent when their step was saved (records marked in the
-  # by-pending-outbox index), every minute.
-  SweeperRole:
-    Type: AWS::IAM::Role
-    Properties:
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{Service: lambda.amazonaws.com}}
-            Action: sts:AssumeRole
-      Policies:
-        - PolicyName: sweeper
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: [logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents]
-                Resource: !Sub "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/*"
-              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:UpdateItem]
-                Resource: !GetAtt InstancesTable.Arn
-              - Effect: Allow
-                Action: dynamodb:Query
-                Resource: !Sub "${{InstancesTable.Arn}}/index/by-pending-outbox"
-              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]
-                Resource: !GetAtt InboxTable.Arn
-              - Effect: Allow
-                Action: sqs:SendMessage
-                Resource:
-{queue_arns}              - Effect: Allow
-                Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
-                Resource: !Sub "arn:${{AWS::Partition}}:scheduler:${{AWS::Region}}:${{AWS::AccountId}}:schedule/${{TimerGroup}}/*"
-              - Effect: Allow
-                Action: iam:PassRole
-                Resource: !GetAtt SchedulerRole.Arn
-              - Effect: Allow
-                Action: events:PutEvents
-                Resource: !GetAtt EventBus.Arn
-
-  SweeperFunction:
-    Type: AWS::Lambda::Function
-    Properties:
-      Runtime: provided.al2023
-      Handler: bootstrap
-      Architectures: [!Ref Architecture]
-      MemorySize: 256
-      Timeout: 55
-      Role: !GetAtt SweeperRole.Arn
-      Code: {{S3Bucket: !Ref CodeBucket, S3Key: !Ref SweeperCodeKey}}
-      Environment:
-        Variables:
-{environment}
-  # Assumed by EventBridge Scheduler to invoke the sweeper.
-  SweeperScheduleRole:
-    Type: AWS::IAM::Role
-    Properties:
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{Service: scheduler.amazonaws.com}}
-            Action: sts:AssumeRole
-            Condition:
-              StringEquals: {{"aws:SourceAccount": !Ref AWS::AccountId}}
-      Policies:
-        - PolicyName: invoke-sweeper
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: lambda:InvokeFunction
-                Resource: !GetAtt SweeperFunction.Arn
-
-  # The sweeper fails an invocation when an outbox still cannot be sent: five minutes of that
-  # (a queue gone, a permission missing after a redeploy) is an alarm.
-  SweeperFailingAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      AlarmDescription: "sweeper: outboxes that still cannot be sent (its log says which)"
-      Namespace: AWS/Lambda
-      MetricName: Errors
-      Dimensions:
-        - {{Name: FunctionName, Value: !Ref SweeperFunction}}
-      Statistic: Sum
-      # A failing outbox is retried every RETRY_AFTER (5 min), so a stuck one fails the sweeper
-      # every 5-6 min: two failed runs within 10 min go off; one transient failure does not.
-      Period: 60
-      EvaluationPeriods: 10
-      DatapointsToAlarm: 2
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
-
-  SweeperSchedule:
-    Type: AWS::Scheduler::Schedule
-    Properties:
-      Description: reanimate sweeper - sends outboxes that could not be sent
-      ScheduleExpression: rate(1 minute)
-      FlexibleTimeWindow: {{Mode: "OFF"}}
-      Target:
-        Arn: !GetAtt SweeperFunction.Arn
-        RoleArn: !GetAtt SweeperScheduleRole.Arn
-        Input: '{{"sweep": true}}'
-        RetryPolicy: {{MaximumRetryAttempts: 0}}
-"""
-
-ATOM = """
-  # --- {atom} {rule}
-  {Name}DeadLetters:
-    Type: AWS::SQS::Queue
-    Properties:
-      MessageRetentionPeriod: 1209600
-
-  {Name}DeadLettersAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      AlarmDescription: "{atom}: messages in the dead-letter queue (reanimate dead-letters list {atom})"
-      Namespace: AWS/SQS
-      MetricName: ApproximateNumberOfMessagesVisible
-      Dimensions:
-        - {{Name: QueueName, Value: !GetAtt {Name}DeadLetters.QueueName}}
-      Statistic: Maximum
-      Period: 60
-      EvaluationPeriods: 1
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
-
-  {Name}Queue:
-    Type: AWS::SQS::Queue
-    Properties:
-      VisibilityTimeout: {visibility}
-      RedrivePolicy:
-        deadLetterTargetArn: !GetAtt {Name}DeadLetters.Arn
-        maxReceiveCount: 5
-
-  # Only the stack's roles, the Scheduler role and the client role may send to the queue.
-  {Name}QueuePolicy:
-    Type: AWS::SQS::QueuePolicy
-    Properties:
-      Queues: [!Ref {Name}Queue]
-      PolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Sid: OnlyTheStackSends
-            Effect: Deny
-            Principal: "*"
-            Action: sqs:SendMessage
-            Resource: !GetAtt {Name}Queue.Arn
-            Condition:
-              ArnNotEquals:
-                aws:PrincipalArn:
-{sender_arns}
-  {Name}Role:
-    Type: AWS::IAM::Role
-    Properties:
-      AssumeRolePolicyDocument:
-        Version: "2012-10-17"
-        Statement:
-          - Effect: Allow
-            Principal: {{Service: lambda.amazonaws.com}}
-            Action: sts:AssumeRole
-      Policies:
-        - PolicyName: {atom}-atom
-          PolicyDocument:
-            Version: "2012-10-17"
-            Statement:
-              - Effect: Allow
-                Action: [logs:CreateLogGroup, logs:CreateLogStream, logs:PutLogEvents]
-                Resource: !Sub "arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/*"
-              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]
-                Resource: !GetAtt InstancesTable.Arn
-              - Effect: Allow
-                Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem, dynamodb:Query]
-                Resource: [!GetAtt InboxTable.Arn, !Sub "${{InboxTable.Arn}}/index/by-status"]
-              - Effect: Allow
-                Action: [sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes, sqs:ChangeMessageVisibility]
-                Resource: !GetAtt {Name}Queue.Arn
-              - Effect: Allow
-                Action: sqs:SendMessage
-                Resource:
-                  - !GetAtt {Name}DeadLetters.Arn
-{queue_arns}              - Effect: Allow
-                Action: [scheduler:CreateSchedule, scheduler:DeleteSchedule]
-                Resource: !Sub "arn:${{AWS::Partition}}:scheduler:${{AWS::Region}}:${{AWS::AccountId}}:schedule/${{TimerGroup}}/*"
-              - Effect: Allow
-                Action: iam:PassRole
-                Resource: !GetAtt SchedulerRole.Arn
-              - Effect: Allow
-                Action: events:PutEvents
-                Resource: !GetAtt EventBus.Arn
-{extra}
-  {Name}Function:
-    Type: AWS::Lambda::Function
-    Properties:
-      Runtime: provided.al2023
-      Handler: bootstrap
-      Architectures: [!Ref Architecture]
-      MemorySize: 256
-      Timeout: {timeout}
-      Role: !GetAtt {Name}Role.Arn
-      Code: {{S3Bucket: !Ref CodeBucket, S3Key: !Ref {Name}CodeKey}}
-      Environment:
-        Variables:
-          REANIMATE_DEAD_LETTER_URL: !Ref {Name}DeadLetters
-{environment}
-  {Name}Trigger:
-    Type: AWS::Lambda::EventSourceMapping
-    Properties:
-      EventSourceArn: !GetAtt {Name}Queue.Arn
-      FunctionName: !Ref {Name}Function
-      BatchSize: {batch}
-      MaximumBatchingWindowInSeconds: {window}
-      ScalingConfig: {{MaximumConcurrency: {concurrency}}}
-      FunctionResponseTypes: [ReportBatchItemFailures]
-"""
-
-# The configuration every function reads (REANIMATE_* in shared/aws/src/config.rs).
-ENVIRONMENT = """          AWS_LAMBDA_LOG_FORMAT: JSON
-          REANIMATE_STACK_NAME: !Ref AWS::StackName
-          REANIMATE_INSTANCES_TABLE: !Ref InstancesTable
-          REANIMATE_INBOX_TABLE: !Ref InboxTable
-          REANIMATE_SCHEDULE_GROUP: !Ref TimerGroup
-          REANIMATE_SCHEDULER_ROLE_ARN: !GetAtt SchedulerRole.Arn
-          REANIMATE_EVENT_BUS: !Ref EventBus
-          REANIMATE_MAX_QUEUE_DELAY_SECS: !Ref MaxQueueDelaySeconds
-          REANIMATE_RETENTION_SECS: !Ref RetentionSeconds
-          REANIMATE_DIGEST_BUCKET: !Ref DigestBucket
-          REANIMATE_DIGEST_FROM: !Ref DigestSender
-          REANIMATE_MAIL_ROOT: !Ref MailRoot
-          REANIMATE_MODEL: !Ref ModelProvider
-          REANIMATE_MODEL_URL: !Ref ModelUrl
-          REANIMATE_MODEL_NAME: !Ref ModelName
-          REANIMATE_STRONG_MODEL_NAME: !Ref StrongModelName
-          REANIMATE_MODEL_API_KEY_SECRET: !If [HasModelApiKey, !Ref ModelApiKeySecret, ""]
-          REANIMATE_GMAIL_API: !Ref GmailApiUrl
-          REANIMATE_GMAIL_TOKEN_URL: !Ref GmailTokenUrl
-          REANIMATE_GMAIL_CLIENT_ID: !Ref GmailClientId
-          REANIMATE_GMAIL_CLIENT_SECRET: !Ref GmailClientSecret
-          REANIMATE_ROUTES: !Sub '{routes}'
-"""
+PROFILES = {
+    "steps": dict(timeout=30, batch=10, window=0, visibility=180, concurrency=10),
+    # Atoms whose activities call a model or a mailbox: a model call may take 60 s and be retried
+    # (the activities' time limit is 250 s); a batch the size of the model client's concurrency.
+    "activities": dict(timeout=300, batch=4, window=0, visibility=1800, concurrency=5),
+}
+LOG_RETENTION_DAYS = 30
 
 
-def render() -> str:
-    code_keys = "".join(
-        f"  {name}CodeKey:\n    Type: String\n    Description: S3 key of the {crate} function's zip.\n"
-        for crate, name in FUNCTIONS
+# --- CloudFormation intrinsics, written as their short tags ---------------------------------------
+class Tagged:
+    """An intrinsic function: `!Ref X`, `!GetAtt X.Y`, `!Sub …`, `!If […]`, …"""
+
+    def __init__(self, tag: str, value):
+        self.tag = tag
+        self.value = value
+
+
+def ref(name: str) -> Tagged:
+    return Tagged("!Ref", name)
+
+
+def get_att(resource: str, attribute: str) -> Tagged:
+    return Tagged("!GetAtt", f"{resource}.{attribute}")
+
+
+def sub(text: str, variables: dict | None = None) -> Tagged:
+    return Tagged("!Sub", text if variables is None else [text, variables])
+
+
+def if_(condition: str, then, otherwise) -> Tagged:
+    return Tagged("!If", [condition, then, otherwise])
+
+
+def arn(service: str, resource: str, region: bool = True, account: bool = True) -> Tagged:
+    """An ARN in this partition (and region and account unless told otherwise), as `!Sub`."""
+    return sub(
+        f"arn:${{AWS::Partition}}:{service}:{'${AWS::Region}' if region else ''}:"
+        f"{'${AWS::AccountId}' if account else ''}:{resource}"
     )
-    queue_arns = "".join(f"                  - !GetAtt {name}Queue.Arn\n" for _, name, _, _ in ATOMS)
-    dead_letter_arns = "".join(f"                  - !GetAtt {name}DeadLetters.Arn\n" for _, name, _, _ in ATOMS)
-    sender_roles = [f"{name}Role" for _, name, _, _ in ATOMS] + ["SweeperRole", "SchedulerRole", "ClientRole"]
-    sender_arns = "".join(f"                  - !GetAtt {role}.Arn\n" for role in sender_roles)
-    routes = "{" + ", ".join(
-        f'"{atom}": {{"url": "${{{name}Queue}}", "arn": "${{{name}Queue.Arn}}"}}' for atom, name, _, _ in ATOMS
-    ) + "}"
-    environment = ENVIRONMENT.format(routes=routes)
-    out = HEADER.format(
-        code_keys=code_keys,
-        queue_arns=queue_arns,
-        dead_letter_arns=dead_letter_arns,
-        environment=environment,
+
+
+NO_VALUE = ref("AWS::NoValue")
+SHORT_TAGS = {"!Ref", "!GetAtt", "!Sub"}
+
+
+class Dumper(yaml.SafeDumper):
+    # `!Ref Name`, not `!Ref 'Name'`: PyYAML quotes every explicitly tagged scalar, though plain
+    # is valid wherever the untagged string could be plain.
+    def choose_scalar_style(self):
+        style = super().choose_scalar_style()
+        event, analysis = self.event, self.analysis
+        if style == "'" and not event.style and event.tag in SHORT_TAGS and not (analysis.empty or analysis.multiline):
+            if analysis.allow_flow_plain if self.flow_level else analysis.allow_block_plain:
+                return ""
+        return style
+
+    # Sequences indented under their key, as people write CloudFormation.
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+    # A list used twice (the queue ARNs) is written twice, not as a YAML anchor.
+    def ignore_aliases(self, data):
+        return True
+
+
+# Short collections of scalars go on one line (`[x86_64, arm64]`, `{Name: …, Value: !Ref …}`), as
+# people write CloudFormation; anything longer or nested deeper is a block.
+FLOW_WIDTH = 90
+
+
+# Resources and policy statements always read as blocks.
+BLOCK_KEYS = {"Type", "Effect"}
+
+
+def _flat_length(value) -> int | None:
+    """The rough one-line length of `value`, or None if it should not be on one line."""
+    if isinstance(value, Tagged):
+        inner = _flat_length(value.value)
+        return None if inner is None else len(value.tag) + 1 + inner
+    if isinstance(value, (str, int, bool)):
+        return len(str(value)) + 2
+    if isinstance(value, dict):
+        if BLOCK_KEYS & value.keys():
+            return None
+        parts = [part for item in value.items() for part in item]
+    elif isinstance(value, list):
+        parts = value
+    else:
+        return None
+    total = 2
+    for part in parts:
+        length = _flat_length(part)
+        if length is None:
+            return None
+        total += length + 2
+    return total
+
+
+def _flow(value) -> bool:
+    length = _flat_length(value)
+    return length is not None and length <= FLOW_WIDTH
+
+
+def _represent_tagged(dumper: Dumper, data: Tagged):
+    if isinstance(data.value, list):
+        return dumper.represent_sequence(data.tag, data.value, flow_style=_flow(data.value))
+    return dumper.represent_scalar(data.tag, data.value)
+
+
+def _represent_list(dumper: Dumper, data: list):
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=_flow(data))
+
+
+def _represent_dict(dumper: Dumper, data: dict):
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=_flow(data))
+
+
+Dumper.add_representer(Tagged, _represent_tagged)
+Dumper.add_representer(list, _represent_list)
+Dumper.add_representer(dict, _represent_dict)
+
+
+# --- the functions' declarations -----------------------------------------------------------------
+def pascal(name: str) -> str:
+    """`fan-out` → `FanOut`: the template's resource prefix (shared/aws config::output_name)."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
+@dataclass(frozen=True)
+class Function:
+    dir: str  # functions/<dir>; the crate is reanimate-fn-<dir>
+    bin: str  # its [[bin]]: cargo-lambda writes <target>/lambda/<bin>/bootstrap
+    name: str  # CloudFormation prefix: PascalCase of the atom type (Sweeper for the sweeper)
+    atom: str | None  # None for the sweeper
+    profile: dict | None
+    sends_to: tuple[str, ...]
+    uses: tuple[str, ...]
+
+
+class DeclarationError(Exception):
+    pass
+
+
+def _load(cargo: pathlib.Path) -> Function:
+    where = cargo.relative_to(ROOT)
+    data = tomllib.loads(cargo.read_text())
+    package = data.get("package", {})
+    directory = cargo.parent.name
+    if package.get("name") != f"reanimate-fn-{directory}":
+        # The Makefile builds the crates by this name, derived from the directory.
+        raise DeclarationError(f"{where}: the package must be named reanimate-fn-{directory}")
+    bins = data.get("bin", [])
+    if len(bins) != 1 or "name" not in bins[0]:
+        raise DeclarationError(f"{where}: needs exactly one [[bin]] with a name (the Lambda's bootstrap)")
+    meta = package.get("metadata", {}).get("reanimate")
+    if meta is None:
+        raise DeclarationError(f"{where}: has no [package.metadata.reanimate] table (see infra/render.py)")
+    known = {"atom", "sweeper", "profile", "sends_to", "uses"}
+    if unknown := sorted(set(meta) - known):
+        raise DeclarationError(f"{where}: unknown keys in [package.metadata.reanimate]: {', '.join(unknown)}")
+    if meta.get("sweeper") is True:
+        if set(meta) != {"sweeper"}:
+            raise DeclarationError(f"{where}: the sweeper declares only `sweeper = true` (it sends what any atom sends)")
+        return Function(directory, bins[0]["name"], pascal(directory), None, None, (), ())
+    atom = meta.get("atom")
+    if not isinstance(atom, str) or not atom:
+        raise DeclarationError(f"{where}: declare `atom = \"<type>\"` (or `sweeper = true`)")
+    profile = meta.get("profile")
+    if profile not in PROFILES:
+        raise DeclarationError(f"{where}: profile must be one of {', '.join(PROFILES)}, not {profile!r}")
+    sends_to = meta.get("sends_to", [])
+    uses = meta.get("uses", [])
+    if not all(isinstance(s, str) for s in sends_to) or not all(isinstance(u, str) for u in uses):
+        raise DeclarationError(f"{where}: sends_to and uses are lists of strings")
+    if atom not in sends_to:
+        # Timers due within MaxQueueDelaySeconds, continuations and activity calls come back to
+        # the atom's own queue.
+        raise DeclarationError(f"{where}: sends_to must include the atom's own queue ({atom!r})")
+    if unknown := sorted(set(uses) - set(USES)):
+        raise DeclarationError(f"{where}: unknown uses {', '.join(unknown)} (known: {', '.join(USES)})")
+    return Function(directory, bins[0]["name"], pascal(atom), atom, PROFILES[profile], tuple(sends_to), tuple(uses))
+
+
+def load_functions() -> list[Function]:
+    functions = [_load(cargo) for cargo in sorted(ROOT.glob("functions/*/Cargo.toml"))]
+    atoms = [f.atom for f in functions if f.atom]
+    for f in functions:
+        if unknown := sorted(set(f.sends_to) - set(atoms)):
+            raise DeclarationError(f"functions/{f.dir}/Cargo.toml: sends_to names no deployed atom: {', '.join(unknown)}")
+    if len(set(atoms)) != len(atoms):
+        raise DeclarationError("two crates under functions/ declare the same atom")
+    if len(functions) - len(atoms) != 1:
+        raise DeclarationError("exactly one crate under functions/ must declare `sweeper = true`")
+    return functions
+
+
+# --- IAM statements -------------------------------------------------------------------------------
+def allow(actions, resource, condition=None) -> dict:
+    statement = {"Effect": "Allow", "Action": actions, "Resource": resource}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+USER_SECRETS = arn("secretsmanager", "secret:reanimate/${AWS::StackName}/*")
+
+
+def model_statements() -> list:
+    """Atoms that ask a model: Bedrock (when ModelProvider is bedrock), only the configured models,
+    or the API key in Secrets Manager (when it is openai-compatible with a key)."""
+    models = [ref("ModelName"), if_("HasStrongModelName", ref("StrongModelName"), ref("ModelName"))]
+    profile_arn = "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/${Model}"
+    direct = []
+    for model in models:
+        direct.append(sub("arn:${AWS::Partition}:bedrock:${AWS::Region}::foundation-model/${Model}", {"Model": model}))
+        direct.append(sub(profile_arn, {"Model": model}))
+    # A cross-region inference profile invokes its foundation model in other regions: allowed
+    # only through the configured profiles (AWS's documented condition for them).
+    through_profile = allow(
+        "bedrock:InvokeModel",
+        sub("arn:${AWS::Partition}:bedrock:*::foundation-model/*"),
+        {"StringEquals": {"bedrock:InferenceProfileArn": [sub(profile_arn, {"Model": m}) for m in models]}},
     )
-    for atom, name, extra, profile in ATOMS:
-        rule = "-" * max(3, 88 - len(atom))
-        out += ATOM.format(
-            atom=atom,
-            Name=name,
-            rule=rule,
-            queue_arns=queue_arns,
-            sender_arns=sender_arns,
-            extra=extra,
-            environment=environment,
-            **profile,
-        )
-    out += "\nOutputs:\n"
-    for key, value in [
-        ("StackName", "!Ref AWS::StackName"),
-        ("InstancesTable", "!Ref InstancesTable"),
-        ("InboxTable", "!Ref InboxTable"),
-        ("DigestBucket", "!Ref DigestBucket"),
-        ("DigestSender", "!Ref DigestSender"),
-        ("EventBus", "!Ref EventBus"),
-        ("TimerGroup", "!Ref TimerGroup"),
-        ("SchedulerRoleArn", "!GetAtt SchedulerRole.Arn"),
-        ("ClientRoleArn", "!GetAtt ClientRole.Arn"),
-        ("SweeperFunctionName", "!Ref SweeperFunction"),
-    ]:
-        out += f"  {key}: {{Value: {value}}}\n"
-    for _, name, _, _ in ATOMS:
-        out += (
-            f"  {name}QueueUrl: {{Value: !Ref {name}Queue}}\n"
-            f"  {name}QueueArn: {{Value: !GetAtt {name}Queue.Arn}}\n"
-            f"  {name}DeadLettersUrl: {{Value: !Ref {name}DeadLetters}}\n"
-            f"  {name}FunctionName: {{Value: !Ref {name}Function}}\n"
-        )
-    return out
+    return [
+        if_("UsesBedrock", allow("bedrock:InvokeModel", direct), NO_VALUE),
+        if_("UsesBedrock", through_profile, NO_VALUE),
+        allow(
+            "secretsmanager:GetSecretValue",
+            arn("secretsmanager", "secret:reanimate-config/${AWS::StackName}/model-api-key-*"),
+        ),
+    ]
+
+
+# What a function may use beyond its queues, tables, timers and bus (`uses` in its declaration).
+USES = {
+    "models": model_statements,
+    # Atoms that read mailboxes: users' Gmail refresh tokens, reanimate/STACK/INSTANCE/… (the
+    # activities also check that a token belongs to the calling instance's user).
+    "mail": lambda: [allow("secretsmanager:GetSecretValue", USER_SECRETS)],
+    # The assistant deletes its user's secrets when the user disconnects.
+    "mail-disconnect": lambda: [allow("secretsmanager:DeleteSecret", USER_SECRETS)],
+    "digests": lambda: [
+        allow("s3:PutObject", sub("${DigestBucket.Arn}/digests/*")),
+        allow("ses:SendEmail", arn("ses", "identity/*")),
+    ],
+}
+
+
+def role(service: str, policy_name: str, statements: list, source_account: bool = False) -> dict:
+    trust = {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
+    if source_account:
+        trust["Condition"] = {"StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")}}
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [trust]},
+            "Policies": [
+                {"PolicyName": policy_name, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}
+            ],
+        },
+    }
+
+
+def tls_only(action: str, resources) -> dict:
+    """Refuses every request not made over TLS."""
+    return {
+        "Sid": "TlsOnly",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": action,
+        "Resource": resources,
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def queue_arns(atoms) -> list:
+    return [get_att(f"{pascal(a)}Queue", "Arn") for a in sorted(atoms)]
+
+
+def alarm_actions():
+    return if_("HasAlarmTopic", [ref("AlarmTopicArn")], NO_VALUE)
+
+
+# --- the template -------------------------------------------------------------------------------
+DESCRIPTION = (
+    "reanimate: one Lambda per atom, each fed by its own SQS queue (with a dead-letter queue), state "
+    "in DynamoDB, timers in EventBridge Scheduler, lifecycle events on an EventBridge bus, digests in "
+    "S3. The same template deploys to LocalStack (make integ, make demo) and to AWS (README.md). "
+    "Rendered by infra/render.py from functions/*/Cargo.toml; edit those, not this file."
+)
+
+
+def parameters(functions) -> dict:
+    params = {"CodeBucket": {"Type": "String", "Description": "S3 bucket holding the functions' zipped bootstrap binaries."}}
+    for f in functions:
+        params[f"{f.name}CodeKey"] = {"Type": "String", "Description": f"S3 key of the {f.dir} function's zip."}
+    params.update({
+        "Architecture": {"Type": "String", "Default": "x86_64", "AllowedValues": ["x86_64", "arm64"]},
+        "MaxQueueDelaySeconds": {
+            "Type": "Number", "Default": 900, "MinValue": 0, "MaxValue": 900,
+            "Description": "Timers due within this many seconds use an SQS delay; later ones a Scheduler schedule.",
+        },
+        "RetentionSeconds": {
+            "Type": "Number", "Default": 2592000,
+            "Description": "How long a finished instance is kept before DynamoDB's TTL deletes it (30 days).",
+        },
+        "DigestSender": {
+            "Type": "String", "Default": "digests@reanimate.example",
+            "Description": "The address digests are emailed from (an SES identity the deploy verifies).",
+        },
+        "MailRoot": {
+            "Type": "String", "Default": "/var/task/mail",
+            "Description": "Folder under which Maildir mailboxes named in the assistant's auth answers live.",
+        },
+        "ModelProvider": {
+            "Type": "String", "Default": "offline", "AllowedValues": ["offline", "bedrock", "openai-compatible"],
+            "Description": "The language model the playbooks use (offline is a deterministic heuristic, not a language model).",
+        },
+        "ModelUrl": {
+            "Type": "String", "Default": "",
+            "Description": "For openai-compatible, the API root (https://api.openai.com/v1, http://host:11434/v1 for Ollama).",
+        },
+        "ModelName": {
+            "Type": "String", "Default": "",
+            "Description": "For bedrock and openai-compatible, the everyday model (a Bedrock model or inference profile id; "
+            "the roles may invoke only it and StrongModelName).",
+        },
+        "StrongModelName": {
+            "Type": "String", "Default": "",
+            "Description": "For bedrock and openai-compatible, the stronger model the planner and careful summaries use (default ModelName).",
+        },
+        "ModelApiKey": {
+            "Type": "String", "Default": "", "NoEcho": True,
+            "Description": "For openai-compatible, the API key, if the endpoint needs one. Kept in Secrets Manager "
+            "(reanimate-config/STACK/model-api-key, outside the users' reanimate/STACK/), readable only by the "
+            "roles of atoms that call models.",
+        },
+        "GmailClientId": {
+            "Type": "String", "Default": "",
+            "Description": "The Google OAuth client id (an installed app) Gmail refresh tokens were issued to.",
+        },
+        "GmailClientSecret": {
+            "Type": "String", "Default": "", "NoEcho": True,
+            "Description": "That client's secret (not confidential for installed apps, but kept out of logs).",
+        },
+        "GmailTokenUrl": {"Type": "String", "Default": "https://oauth2.googleapis.com/token"},
+        "GmailApiUrl": {"Type": "String", "Default": "https://gmail.googleapis.com"},
+        "AlarmTopicArn": {
+            "Type": "String", "Default": "",
+            "Description": "An SNS topic the dead-letter alarms notify (none if empty).",
+        },
+    })
+    return params
+
+
+CONDITIONS = {
+    "HasAlarmTopic": Tagged("!Not", [Tagged("!Equals", [ref("AlarmTopicArn"), ""])]),
+    "HasModelApiKey": Tagged("!Not", [Tagged("!Equals", [ref("ModelApiKey"), ""])]),
+    "HasStrongModelName": Tagged("!Not", [Tagged("!Equals", [ref("StrongModelName"), ""])]),
+    "UsesBedrock": Tagged("!Equals", [ref("ModelProvider"), "bedrock"]),
+}
+
+
+def environment(atoms: list[Function]) -> dict:
+    """The configuration every function reads (REANIMATE_* in shared/aws/src/config.rs)."""
+    return {
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "REANIMATE_STACK_NAME": ref("AWS::StackName"),
+        "REANIMATE_INSTANCES_TABLE": ref("InstancesTable"),
+        "REANIMATE_INBOX_TABLE": ref("InboxTable"),
+        "REANIMATE_SCHEDULE_GROUP": ref("TimerGroup"),
+        "REANIMATE_SCHEDULER_ROLE_ARN": get_att("SchedulerRole", "Arn"),
+        "REANIMATE_EVENT_BUS": ref("EventBus"),
+        "REANIMATE_MAX_QUEUE_DELAY_SECS": ref("MaxQueueDelaySeconds"),
+        "REANIMATE_RETENTION_SECS": ref("RetentionSeconds"),
+        "REANIMATE_DIGEST_BUCKET": ref("DigestBucket"),
+        "REANIMATE_DIGEST_FROM": ref("DigestSender"),
+        "REANIMATE_MAIL_ROOT": ref("MailRoot"),
+        "REANIMATE_MODEL": ref("ModelProvider"),
+        "REANIMATE_MODEL_URL": ref("ModelUrl"),
+        "REANIMATE_MODEL_NAME": ref("ModelName"),
+        "REANIMATE_STRONG_MODEL_NAME": ref("StrongModelName"),
+        "REANIMATE_MODEL_API_KEY_SECRET": if_("HasModelApiKey", ref("ModelApiKeySecret"), ""),
+        "REANIMATE_GMAIL_API": ref("GmailApiUrl"),
+        "REANIMATE_GMAIL_TOKEN_URL": ref("GmailTokenUrl"),
+        "REANIMATE_GMAIL_CLIENT_ID": ref("GmailClientId"),
+        "REANIMATE_GMAIL_CLIENT_SECRET": ref("GmailClientSecret"),
+        "REANIMATE_ROUTES": routes(atoms),
+    }
+
+
+def routes(atoms: list[Function]) -> Tagged:
+    """atom type → its queue's URL and ARN, as JSON (config::Route in shared/aws)."""
+    entries = {a.atom: {"url": f"${{{a.name}Queue}}", "arn": f"${{{a.name}Queue.Arn}}"} for a in atoms}
+    return sub(json.dumps(entries, separators=(", ", ": ")))
+
+
+def index(name: str, hash_key: str, range_key: str, projection: dict) -> dict:
+    """A global secondary index."""
+    return {
+        "IndexName": name,
+        "KeySchema": [
+            {"AttributeName": hash_key, "KeyType": "HASH"},
+            {"AttributeName": range_key, "KeyType": "RANGE"},
+        ],
+        "Projection": projection,
+    }
+
+
+def table(attributes: dict, indexes: list, ttl: str | None = None) -> dict:
+    """A table keyed by `id` (a string), billed per request."""
+    properties = {
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()],
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "GlobalSecondaryIndexes": indexes,
+        # Encrypted with the AWS managed key (aws/dynamodb), stated rather than left to the default.
+        "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+    }
+    if ttl:
+        properties["TimeToLiveSpecification"] = {"AttributeName": ttl, "Enabled": True}
+    # Deleting or replacing the stack keeps the table (its name is generated, so a new stack never
+    # collides with a kept one).
+    return {"Type": "AWS::DynamoDB::Table", "DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain", "Properties": properties}
+
+
+def shared_resources(atoms: list[Function]) -> dict:
+    all_atoms = [a.atom for a in atoms]
+    return {
+        "ModelApiKeySecret": {
+            "Type": "AWS::SecretsManager::Secret",
+            "Condition": "HasModelApiKey",
+            "Properties": {"Name": sub("reanimate-config/${AWS::StackName}/model-api-key"), "SecretString": ref("ModelApiKey")},
+        },
+        "InstancesTable": table(
+            {"id": "S", "outbox_pending": "S", "outbox_pending_since": "N"},
+            # Sparse: only records whose outbox could not be sent carry its keys; the sweeper queries it.
+            [index("by-pending-outbox", "outbox_pending", "outbox_pending_since",
+                   {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["version"]})],
+            ttl="expires_at",
+        ),
+        "InboxTable": table(
+            {"id": "S", "status": "S", "created_at": "N"},
+            [index("by-status", "status", "created_at", {"ProjectionType": "ALL"})],
+        ),
+        "DigestBucket": {
+            "Type": "AWS::S3::Bucket",
+            "Properties": {
+                "BucketEncryption": {
+                    "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                },
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                },
+            },
+        },
+        "DigestBucketPolicy": {
+            "Type": "AWS::S3::BucketPolicy",
+            "Properties": {
+                "Bucket": ref("DigestBucket"),
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [tls_only("s3:*", [get_att("DigestBucket", "Arn"), sub("${DigestBucket.Arn}/*")])],
+                },
+            },
+        },
+        "EventBus": {"Type": "AWS::Events::EventBus", "Properties": {"Name": sub("${AWS::StackName}-events")}},
+        "TimerGroup": {"Type": "AWS::Scheduler::ScheduleGroup", "Properties": {"Name": sub("${AWS::StackName}-timers")}},
+        # Assumed by EventBridge Scheduler to deliver long timers, which go to the atom's own queue.
+        "SchedulerRole": role(
+            "scheduler.amazonaws.com",
+            "send-to-atom-queues",
+            [allow("sqs:SendMessage", queue_arns(all_atoms))],
+            source_account=True,
+        ),
+        # For people and programs outside the stack (the reanimate CLI, a web inbox): start, signal,
+        # cancel and answer; read instances; operate the dead-letter queues.
+        "ClientRole": {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Effect": "Allow",
+                        "Principal": {"AWS": arn("iam", "root", region=False)},
+                        "Action": "sts:AssumeRole",
+                    }],
+                },
+                "Policies": [{
+                    "PolicyName": "reanimate-client",
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            allow("sqs:SendMessage", queue_arns(all_atoms)),
+                            allow(
+                                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+                                [get_att(f"{a.name}DeadLetters", "Arn") for a in atoms],
+                            ),
+                            allow(["dynamodb:GetItem", "dynamodb:Scan"], get_att("InstancesTable", "Arn")),
+                            allow(
+                                ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+                                [get_att("InboxTable", "Arn"), sub("${InboxTable.Arn}/index/by-status")],
+                            ),
+                            allow(
+                                ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:DescribeSecret"],
+                                USER_SECRETS,
+                            ),
+                            allow(["s3:GetObject", "s3:ListBucket"], [get_att("DigestBucket", "Arn"), sub("${DigestBucket.Arn}/digests/*")]),
+                        ],
+                    },
+                }],
+            },
+        },
+    }
+
+
+def timers_and_events() -> list:
+    return [
+        allow(
+            ["scheduler:CreateSchedule", "scheduler:DeleteSchedule"],
+            arn("scheduler", "schedule/${TimerGroup}/*"),
+        ),
+        allow("iam:PassRole", get_att("SchedulerRole", "Arn")),
+        allow("events:PutEvents", get_att("EventBus", "Arn")),
+    ]
+
+
+def log_group() -> dict:
+    return {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": LOG_RETENTION_DAYS}}
+
+
+def function(name: str, timeout: int, env: dict) -> dict:
+    return {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Runtime": "provided.al2023",
+            "Handler": "bootstrap",
+            "Architectures": [ref("Architecture")],
+            "MemorySize": 256,
+            "Timeout": timeout,
+            "Role": get_att(f"{name}Role", "Arn"),
+            "Code": {"S3Bucket": ref("CodeBucket"), "S3Key": ref(f"{name}CodeKey")},
+            # Its own log group, with a retention; the role may write only there.
+            "LoggingConfig": {"LogGroup": ref(f"{name}LogGroup")},
+            "Environment": {"Variables": env},
+        },
+    }
+
+
+def write_logs(name: str) -> dict:
+    return allow(["logs:CreateLogStream", "logs:PutLogEvents"], get_att(f"{name}LogGroup", "Arn"))
+
+
+def sweeper_resources(sweeper: Function, atoms: list[Function], env: dict) -> dict:
+    name = sweeper.name
+    # It sends what any atom saved in an outbox: the union of the atoms' graphs.
+    sends = sorted({target for a in atoms for target in a.sends_to})
+    return {
+        f"{name}LogGroup": log_group(),
+        # Sends the outboxes that could not be sent when their step was saved (records marked in
+        # the by-pending-outbox index), every minute.
+        f"{name}Role": role("lambda.amazonaws.com", "sweeper", [
+            write_logs(name),
+            allow(["dynamodb:GetItem", "dynamodb:UpdateItem"], get_att("InstancesTable", "Arn")),
+            allow("dynamodb:Query", sub("${InstancesTable.Arn}/index/by-pending-outbox")),
+            allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], get_att("InboxTable", "Arn")),
+            allow("sqs:SendMessage", queue_arns(sends)),
+            *timers_and_events(),
+        ]),
+        f"{name}Function": function(name, 55, env),
+        # Assumed by EventBridge Scheduler to invoke the sweeper.
+        f"{name}ScheduleRole": role(
+            "scheduler.amazonaws.com",
+            "invoke-sweeper",
+            [allow("lambda:InvokeFunction", get_att(f"{name}Function", "Arn"))],
+            source_account=True,
+        ),
+        # The sweeper fails an invocation when an outbox still cannot be sent: a failing outbox is
+        # retried every RETRY_AFTER (5 min), so a stuck one fails the sweeper every 5-6 min; two
+        # failed runs within 10 min go off, one transient failure does not.
+        f"{name}FailingAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": "sweeper: outboxes that still cannot be sent (its log says which)",
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Errors",
+                "Dimensions": [{"Name": "FunctionName", "Value": ref(f"{name}Function")}],
+                "Statistic": "Sum",
+                "Period": 60,
+                "EvaluationPeriods": 10,
+                "DatapointsToAlarm": 2,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": alarm_actions(),
+            },
+        },
+        f"{name}Schedule": {
+            "Type": "AWS::Scheduler::Schedule",
+            "Properties": {
+                "Description": "reanimate sweeper - sends outboxes that could not be sent",
+                "ScheduleExpression": "rate(1 minute)",
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "Target": {
+                    "Arn": get_att(f"{name}Function", "Arn"),
+                    "RoleArn": get_att(f"{name}ScheduleRole", "Arn"),
+                    "Input": '{"sweep": true}',
+                    "RetryPolicy": {"MaximumRetryAttempts": 0},
+                },
+            },
+        },
+    }
+
+
+def atom_resources(a: Function, functions: list[Function], sweeper: Function, env: dict) -> dict:
+    n, p = a.name, a.profile
+    # Who may send to this queue: the functions whose graph reaches it, the sweeper (it sends what
+    # they saved), the Scheduler role (long timers) and the client role.
+    senders = [f"{f.name}Role" for f in functions if a.atom in f.sends_to]
+    senders += [f"{sweeper.name}Role", "SchedulerRole", "ClientRole"]
+    statements = [
+        write_logs(n),
+        allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], get_att("InstancesTable", "Arn")),
+        allow(
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            [get_att("InboxTable", "Arn"), sub("${InboxTable.Arn}/index/by-status")],
+        ),
+        allow(
+            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+            get_att(f"{n}Queue", "Arn"),
+        ),
+        allow("sqs:SendMessage", [get_att(f"{n}DeadLetters", "Arn"), *queue_arns(a.sends_to)]),
+        *timers_and_events(),
+    ]
+    for use in a.uses:
+        statements += USES[use]()
+    return {
+        f"{n}DeadLetters": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True},
+        },
+        f"{n}DeadLettersPolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [ref(f"{n}DeadLetters")],
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [tls_only("sqs:*", get_att(f"{n}DeadLetters", "Arn"))]},
+            },
+        },
+        f"{n}DeadLettersAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"{a.atom}: messages in the dead-letter queue (reanimate dead-letters list {a.atom})",
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [{"Name": "QueueName", "Value": get_att(f"{n}DeadLetters", "QueueName")}],
+                "Statistic": "Maximum",
+                "Period": 60,
+                "EvaluationPeriods": 1,
+                "Threshold": 0,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+                "AlarmActions": alarm_actions(),
+            },
+        },
+        f"{n}Queue": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "VisibilityTimeout": p["visibility"],
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {"deadLetterTargetArn": get_att(f"{n}DeadLetters", "Arn"), "maxReceiveCount": 5},
+            },
+        },
+        f"{n}QueuePolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [ref(f"{n}Queue")],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "OnlyTheStackSends",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "sqs:SendMessage",
+                            "Resource": get_att(f"{n}Queue", "Arn"),
+                            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [get_att(r, "Arn") for r in senders]}},
+                        },
+                        tls_only("sqs:*", get_att(f"{n}Queue", "Arn")),
+                    ],
+                },
+            },
+        },
+        f"{n}LogGroup": log_group(),
+        f"{n}Role": role("lambda.amazonaws.com", f"{a.atom}-atom", statements),
+        f"{n}Function": function(n, p["timeout"], {"REANIMATE_DEAD_LETTER_URL": ref(f"{n}DeadLetters"), **env}),
+        f"{n}Trigger": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": get_att(f"{n}Queue", "Arn"),
+                "FunctionName": ref(f"{n}Function"),
+                "BatchSize": p["batch"],
+                "MaximumBatchingWindowInSeconds": p["window"],
+                "ScalingConfig": {"MaximumConcurrency": p["concurrency"]},
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            },
+        },
+    }
+
+
+def outputs(atoms: list[Function], sweeper: Function) -> dict:
+    out = {
+        "StackName": ref("AWS::StackName"),
+        "InstancesTable": ref("InstancesTable"),
+        "InboxTable": ref("InboxTable"),
+        "DigestBucket": ref("DigestBucket"),
+        "DigestSender": ref("DigestSender"),
+        "EventBus": ref("EventBus"),
+        "TimerGroup": ref("TimerGroup"),
+        "SchedulerRoleArn": get_att("SchedulerRole", "Arn"),
+        "ClientRoleArn": get_att("ClientRole", "Arn"),
+        "SweeperFunctionName": ref(f"{sweeper.name}Function"),
+        # Every atom's queue, as REANIMATE_ROUTES gives it to the functions: clients need no list.
+        "Routes": routes(atoms),
+    }
+    for a in atoms:
+        out[f"{a.name}QueueUrl"] = ref(f"{a.name}Queue")
+        out[f"{a.name}QueueArn"] = get_att(f"{a.name}Queue", "Arn")
+        out[f"{a.name}DeadLettersUrl"] = ref(f"{a.name}DeadLetters")
+        out[f"{a.name}FunctionName"] = ref(f"{a.name}Function")
+    return {key: {"Value": value} for key, value in out.items()}
+
+
+def template(functions: list[Function]) -> dict:
+    atoms = [f for f in functions if f.atom]
+    (sweeper,) = [f for f in functions if not f.atom]
+    env = environment(atoms)
+    resources = shared_resources(atoms)
+    resources.update(sweeper_resources(sweeper, atoms, env))
+    for a in atoms:
+        resources.update(atom_resources(a, functions, sweeper, env))
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": DESCRIPTION,
+        "Parameters": parameters(functions),
+        "Conditions": CONDITIONS,
+        "Resources": resources,
+        "Outputs": outputs(atoms, sweeper),
+    }
+
+
+HEADER = "# Rendered by infra/render.py from functions/*/Cargo.toml; edit those, not this file.\n"
+
+
+def render(functions: list[Function] | None = None) -> str:
+    body = yaml.dump(
+        template(functions if functions is not None else load_functions()),
+        Dumper=Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=120,
+        allow_unicode=False,
+    )
+    return HEADER + body
 
 
 def main() -> int:
-    text = render()
+    try:
+        text = render()
+    except DeclarationError as e:
+        print(f"render: {e}", file=sys.stderr)
+        return 1
     if "--check" in sys.argv:
         if TEMPLATE.read_text() != text:
-            print("infra/template.yaml is stale: run python infra/render.py", file=sys.stderr)
+            print("infra/template.yaml is stale: run python3 infra/render.py", file=sys.stderr)
             return 1
         return 0
     TEMPLATE.write_text(text)

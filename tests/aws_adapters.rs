@@ -661,7 +661,7 @@ async fn a_digest_sent_through_ses_reads_back_from_localstack_with_its_text_and_
         .send()
         .await
         .unwrap_or_else(|e| panic!("verify: {e:?}"));
-    let mailer = reanimate_aws::email::SesMailer::new(clients.ses.clone(), &from, counters.clone());
+    let mailer = reanimate_email::aws::SesMailer::new(clients.ses.clone(), &from, counters.clone());
     let to = format!("{}@example.org", unique("sam"));
     let markdown =
         "# Daily digest for sam: 2026-01-05\n\n1 email: 1 email first.\n\n## 1. Board <deck>\n";
@@ -686,6 +686,53 @@ async fn a_digest_sent_through_ses_reads_back_from_localstack_with_its_text_and_
         sent[0].html
     );
     assert_eq!(counters.get(Service::Ses, "SendEmail"), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs an AWS endpoint (make test starts LocalStack)"]
+async fn digests_in_s3_read_back_by_key_and_list_by_user() {
+    use reanimate_email::digest::{DigestStore, user_prefix};
+    let clients = Clients::from_env().await;
+    let bucket = unique("digests");
+    clients
+        .s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("bucket: {e:?}"));
+    let counters = RequestCounters::default();
+    let store = reanimate_email::aws::S3Digests::new(clients.s3.clone(), &bucket, counters.clone());
+    for (key, text) in [
+        ("digests/sam/2026-01-05.md", "# sam, Monday"),
+        ("digests/sam/2026-01-06.md", "# sam, Tuesday"),
+        ("digests/ada/2026-01-05.md", "# ada, Monday"),
+    ] {
+        let location = store.put(key, text).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(location, format!("s3://{bucket}/{key}"));
+    }
+    let sams = store
+        .list(&user_prefix(Some("sam")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sams,
+        ["digests/sam/2026-01-05.md", "digests/sam/2026-01-06.md"]
+    );
+    let all = store
+        .list(&user_prefix(None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.len(), 3);
+    let tuesday = store.get("digests/sam/2026-01-06.md").await;
+    assert_eq!(tuesday.ok().flatten().as_deref(), Some("# sam, Tuesday"));
+    let missing = store.get("digests/sam/2026-01-07.md").await;
+    assert_eq!(
+        missing.ok(),
+        Some(None),
+        "a missing digest is None, not an error"
+    );
+    assert_eq!(counters.get(Service::S3, "PutObject"), 3);
 }
 
 #[tokio::test]

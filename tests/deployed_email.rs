@@ -39,7 +39,7 @@ fn entries(markdown: &str) -> Vec<(String, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the deployed stack: make integ"]
 async fn the_hired_assistant_writes_daily_digests_to_s3_with_every_email_once_and_the_boss_first() {
-    let stack = Stack::from_outputs(&outputs_path())
+    let stack = Stack::connect(&outputs_path())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(concat!(

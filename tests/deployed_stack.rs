@@ -8,21 +8,20 @@
 //! `.localstack/stack-outputs.json` (or `REANIMATE_STACK_OUTPUTS`). Ignored by plain `cargo test`.
 
 use reanimate_aws::config::output_name;
-use reanimate_aws::{Clients, RequestCounters, StackConfig};
+use reanimate_aws::{Clients, StackClient};
 use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
 use reanimate_core::{InstanceId, InstanceRecord, Status};
 use reanimate_tests::{envelope_body, unique};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 struct Deployed {
+    stack: StackClient,
     clients: Clients,
     outputs: HashMap<String, String>,
-    runtime: reanimate_aws::AwsRuntime,
 }
 
 async fn deployed() -> Deployed {
@@ -33,24 +32,13 @@ async fn deployed() -> Deployed {
         )
         .to_string()
     });
-    let outputs =
-        reanimate_aws::config::read_outputs(&path).unwrap_or_else(|e| panic!("{}", e.reason));
-    // The template deploys one function per sample atom.
-    let atoms = reanimate_atoms::registry().names();
-    let config =
-        StackConfig::from_stack_outputs(&outputs, &atoms).unwrap_or_else(|e| panic!("{e}"));
-    let clients = Clients::from_env().await;
-    // Used here only as a client of the tables and queues (reads, inbox answers), never to step.
-    let runtime = reanimate_aws::stack::runtime(
-        reanimate_atoms::registry(),
-        &clients,
-        Arc::new(config),
-        &RequestCounters::default(),
-    );
+    let stack = StackClient::connect(&path)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.reason));
     Deployed {
-        clients,
-        outputs,
-        runtime,
+        clients: stack.clients().clone(),
+        outputs: stack.outputs().clone(),
+        stack,
     }
 }
 
@@ -86,11 +74,7 @@ impl Deployed {
 
     async fn load(&self, instance: &str) -> Option<InstanceRecord> {
         let id = InstanceId::new(instance).unwrap_or_else(|e| panic!("{e}"));
-        self.runtime
-            .store()
-            .load(&id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        self.stack.load(&id).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Polls the instance until `done` holds for it, within `LIMIT`.
@@ -228,7 +212,7 @@ async fn a_question_answered_in_the_inbox_resumes_the_atom_and_a_bad_answer_is_r
         .unwrap_or_else(|| panic!("no request"));
     let deadline = Instant::now() + LIMIT;
     while stack
-        .runtime
+        .stack
         .inbox()
         .get(&request)
         .await
@@ -243,8 +227,8 @@ async fn a_question_answered_in_the_inbox_resumes_the_atom_and_a_bad_answer_is_r
     }
     let answer = |value: Value| {
         reanimate_core::client::answer(
-            stack.runtime.inbox(),
-            stack.runtime.dispatcher(),
+            stack.stack.inbox(),
+            stack.stack.dispatcher(),
             &SystemClock,
             &request,
             value,
@@ -263,7 +247,7 @@ async fn a_question_answered_in_the_inbox_resumes_the_atom_and_a_bad_answer_is_r
     let done = stack.finished(&asker).await;
     assert_eq!(done.result.unwrap_or_default()["outcome"], "answered");
     let entry = stack
-        .runtime
+        .stack
         .inbox()
         .get(&request)
         .await
@@ -430,7 +414,7 @@ async fn a_send_that_fails_after_its_step_is_saved_is_delivered_by_the_scheduled
     let marked = async |stack: &Deployed| {
         let now = reanimate_core::Timestamp::now_utc().plus(Duration::from_secs(1));
         stack
-            .runtime
+            .stack
             .store()
             .pending_outboxes(now, 1000)
             .await

@@ -7,12 +7,11 @@
 //! 2. Through the Lambdas: `ROUND_TRIPS` signals sent one at a time to a deployed countdown; the
 //!    time from `SendMessage` until the transition is visible in the table (polled every 10 ms).
 
-use reanimate_aws::{Clients, RequestCounters, StackConfig};
+use reanimate_aws::StackClient;
 use reanimate_core::ports::InstanceStore;
 use reanimate_core::{Envelope, Event, InstanceId, MessageId};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -41,16 +40,9 @@ fn env_number(name: &str, default: usize) -> usize {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::var("REANIMATE_STACK_OUTPUTS")
         .unwrap_or_else(|_| ".localstack/stack-outputs.json".into());
-    let atoms = reanimate_atoms::registry().names();
-    let config = Arc::new(StackConfig::from_outputs_file(&path, &atoms)?);
-    let clients = Clients::from_env().await;
-    let counters = RequestCounters::default();
-    let runtime = reanimate_aws::stack::runtime(
-        reanimate_atoms::registry(),
-        &clients,
-        Arc::clone(&config),
-        &counters,
-    );
+    let stack = StackClient::connect(&path).await?;
+    let (config, clients, counters) = (stack.config(), stack.clients(), stack.counters());
+    let runtime = stack.runtime(reanimate_atoms::registry());
     let run = format!(
         "{:x}",
         std::time::SystemTime::now()

@@ -1,6 +1,6 @@
 //! The `planner` atom as a Lambda function, fed by its own SQS queue. Configuration comes from
 //! the environment the template sets (`REANIMATE_*`); its activities (model, mailbox, digest
-//! store) are built once per process. See shared/aws.
+//! store) are built once per process. See shared/apps/email/src/aws.rs.
 
 use reanimate_core::Registry;
 use reanimate_email::atoms::Planner;
@@ -8,5 +8,5 @@ use reanimate_email::atoms::Planner;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let registry = Registry::new().with(Planner);
-    reanimate_aws::lambda::serve_with(registry, reanimate_aws::email::activities).await
+    reanimate_aws::lambda::serve_with(registry, reanimate_email::aws::activities).await
 }

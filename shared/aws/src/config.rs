@@ -59,15 +59,20 @@ fn var(name: &str) -> Result<String> {
         .map_err(|_| Error::terminal(format!("environment variable {name} is not set")))
 }
 
+/// The template's routes (atom type → its queue), as one JSON object: the functions get it as
+/// `REANIMATE_ROUTES`, clients as the `Routes` output.
+fn parse_routes(what: &str, json: &str) -> Result<HashMap<String, Route>> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::terminal(format!(
+            "{what} is not a JSON object of atom → {{url, arn}}: {e}"
+        ))
+    })
+}
+
 impl StackConfig {
     /// Reads `REANIMATE_*` variables; a missing or malformed one is an error naming it.
     pub fn from_env() -> Result<Self> {
-        let routes_json = var("REANIMATE_ROUTES")?;
-        let routes: HashMap<String, Route> = serde_json::from_str(&routes_json).map_err(|e| {
-            Error::terminal(format!(
-                "REANIMATE_ROUTES is not a JSON object of atom → {{url, arn}}: {e}"
-            ))
-        })?;
+        let routes = parse_routes("REANIMATE_ROUTES", &var("REANIMATE_ROUTES")?)?;
         let seconds = |name: &str, default: u64| -> Result<Duration> {
             match std::env::var(name) {
                 Err(_) => Ok(Duration::from_secs(default)),
@@ -96,30 +101,21 @@ impl StackConfig {
     }
 
     /// The configuration of a deployed `infra/template.yaml`, from its stack outputs (written by
-    /// `infra/deploy.py`), for clients outside the functions: tests, the demo, the CLI.
-    pub fn from_stack_outputs(outputs: &HashMap<String, String>, atoms: &[&str]) -> Result<Self> {
+    /// `infra/deploy.py`), for clients outside the functions: tests, the demo, the CLI. Every
+    /// deployed atom's queue comes from the `Routes` output: no atom list is needed.
+    pub fn from_stack_outputs(outputs: &HashMap<String, String>) -> Result<Self> {
         let out = |key: &str| {
-            outputs
-                .get(key)
-                .cloned()
-                .ok_or_else(|| Error::terminal(format!("the stack has no output {key}")))
+            outputs.get(key).cloned().ok_or_else(|| {
+                Error::terminal(format!(
+                    "the stack has no output {key} (deployed from an older template? run make deploy)"
+                ))
+            })
         };
-        let mut routes = HashMap::new();
-        for atom in atoms {
-            let name = output_name(atom);
-            routes.insert(
-                atom.to_string(),
-                Route {
-                    url: out(&format!("{name}QueueUrl"))?,
-                    arn: out(&format!("{name}QueueArn"))?,
-                },
-            );
-        }
         Ok(Self {
             stack: out("StackName")?,
             instances_table: out("InstancesTable")?,
             inbox_table: out("InboxTable")?,
-            routes,
+            routes: parse_routes("the Routes output", &out("Routes")?)?,
             schedule_group: out("TimerGroup")?,
             scheduler_role_arn: out("SchedulerRoleArn")?,
             event_bus: out("EventBus")?,
@@ -129,8 +125,8 @@ impl StackConfig {
     }
 
     /// Reads the outputs file `infra/deploy.py` wrote.
-    pub fn from_outputs_file(path: &str, atoms: &[&str]) -> Result<Self> {
-        Self::from_stack_outputs(&read_outputs(path)?, atoms)
+    pub fn from_outputs_file(path: &str) -> Result<Self> {
+        Self::from_stack_outputs(&read_outputs(path)?)
     }
 
     pub fn route(&self, atom: &str) -> Result<&Route> {

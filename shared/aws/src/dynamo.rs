@@ -76,6 +76,9 @@ const OUTBOX_PENDING: &str = "pending";
 struct BodyRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parent: &'a Option<ParentLink>,
+    /// Written only past version 1, so records stay as they were until an atom versions its state.
+    #[serde(skip_serializing_if = "is_first_state_version")]
+    state_version: u32,
     waiting: &'a Waiting,
     applied: &'a RecentMessages,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -97,6 +100,8 @@ struct BodyRef<'a> {
 struct Body {
     #[serde(default)]
     parent: Option<ParentLink>,
+    #[serde(default = "first_state_version")]
+    state_version: u32,
     #[serde(default)]
     waiting: Waiting,
     #[serde(default)]
@@ -121,10 +126,19 @@ struct Body {
     result: Option<Value>,
 }
 
+fn first_state_version() -> u32 {
+    1
+}
+
+fn is_first_state_version(version: &u32) -> bool {
+    *version == 1
+}
+
 /// The item for `record`. Finished instances get `expires_at` = now + `retention` (seconds).
 pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
     let body = BodyRef {
         parent: &record.parent,
+        state_version: record.state_version,
         waiting: &record.waiting,
         applied: &record.applied,
         signals_sent: &record.signals_sent,
@@ -177,6 +191,7 @@ pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
         version: get_n(item, "version")?,
         status: parse_status(get_s(item, "status")?)?,
         state: get_s(item, "state")?.to_string(),
+        state_version: body.state_version,
         parent: body.parent,
         waiting: body.waiting,
         applied: body.applied,
@@ -656,4 +671,34 @@ pub async fn scan_instances(
     }
     records.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state_version: u32) -> InstanceRecord {
+        let mut record = InstanceRecord::fresh(
+            InstanceId::new("t").unwrap_or_else(|e| panic!("{e}")),
+            "tally".into(),
+            None,
+            Timestamp::from_millis(1_000),
+        );
+        record.state = r#"{"total":16}"#.into();
+        record.state_version = state_version;
+        record
+    }
+
+    #[test]
+    fn an_items_state_version_round_trips_and_version_one_is_not_written() {
+        let retention = Duration::from_secs(60);
+        let v2 = record(2);
+        let item = record_to_item(&v2, retention);
+        assert!(get_s(&item, "body").is_ok_and(|b| b.contains(r#""state_version":2"#)));
+        assert_eq!(item_to_record(&item).map(|r| r.state_version).ok(), Some(2));
+
+        let v1 = record_to_item(&record(1), retention);
+        assert!(get_s(&v1, "body").is_ok_and(|b| !b.contains("state_version")));
+        assert_eq!(item_to_record(&v1).map(|r| r.state_version).ok(), Some(1));
+    }
 }

@@ -3,6 +3,7 @@
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use reanimate_core::Error;
+use reanimate_core::error::error_chain;
 use std::fmt::Debug;
 
 const RETRYABLE_CODES: &[&str] = &[
@@ -31,7 +32,7 @@ where
             Error::terminal(format!("{what}: the request could not be built: {err:?}"))
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Error::retryable(format!("{what}: {}", display_chain(&err)))
+            Error::retryable(format!("{what}: {}", error_chain(&err)))
         }
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or("Unknown");
@@ -42,20 +43,8 @@ where
                 Error::terminal(format!("{what}: {code}: {message}"))
             }
         }
-        _ => Error::retryable(format!("{what}: {}", display_chain(&err))),
+        _ => Error::retryable(format!("{what}: {}", error_chain(&err))),
     }
-}
-
-/// The error and its sources, on one line.
-fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The outcome of a call that may meet an expected, harmless refusal (an idempotent repeat):

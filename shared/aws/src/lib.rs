@@ -11,12 +11,11 @@
 //!
 //! Every adapter counts its requests per service in a shared [`RequestCounters`].
 
-pub mod bedrock;
+pub mod client;
 pub mod config;
 pub mod counters;
 pub mod dead_letters;
 pub mod dynamo;
-pub mod email;
 pub mod errors;
 pub mod lambda;
 pub mod messaging;
@@ -24,6 +23,7 @@ pub mod secrets;
 pub mod stack;
 pub mod timers;
 
+pub use client::StackClient;
 pub use config::{Route, StackConfig};
 pub use counters::{RequestCounters, Service};
 pub use dynamo::{DynamoInbox, DynamoStore};

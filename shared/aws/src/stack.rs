@@ -90,13 +90,13 @@ impl Clients {
     }
 }
 
-/// Builds the runtime for `registry` on `config`'s resources.
-pub fn runtime(
-    registry: Registry,
+/// The store, the inbox and the dispatcher over `config`'s resources: what a runtime and a
+/// client (`StackClient`) both need.
+pub(crate) fn adapters(
     clients: &Clients,
-    config: Arc<StackConfig>,
+    config: &Arc<StackConfig>,
     counters: &RequestCounters,
-) -> AwsRuntime {
+) -> (DynamoStore, DynamoInbox, AwsDispatcher) {
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
         &config.instances_table,
@@ -111,9 +111,20 @@ pub fn runtime(
     let dispatcher = AwsDispatcher::new(
         clients.sqs.clone(),
         clients.events.clone(),
-        Arc::clone(&config),
+        Arc::clone(config),
         counters.clone(),
     );
+    (store, inbox, dispatcher)
+}
+
+/// Builds the runtime for `registry` on `config`'s resources.
+pub fn runtime(
+    registry: Registry,
+    clients: &Clients,
+    config: Arc<StackConfig>,
+    counters: &RequestCounters,
+) -> AwsRuntime {
+    let (store, inbox, dispatcher) = adapters(clients, &config, counters);
     let timers = AwsTimers::new(
         clients.sqs.clone(),
         clients.scheduler.clone(),

@@ -3,8 +3,9 @@
 //! the assistant's open mailbox request exactly as `reanimate inbox answer` would: to Secrets
 //! Manager, with only its reference in the inbox and the message.
 
-use crate::{Failure, Stack, not_found, print, refused};
+use crate::{Failure, not_found, print, refused};
 use clap::{Args, Subcommand};
+use reanimate_aws::StackClient;
 use reanimate_core::ports::{Inbox, RequestStatus};
 use reanimate_core::{Error, RequestId, schema};
 use reanimate_email::oauth::{GOOGLE_AUTH_URL, GOOGLE_TOKEN_URL, OAuthClient};
@@ -59,13 +60,13 @@ fn gmail_answer(refresh_token: &str, query: Option<&str>) -> Value {
 /// The request to answer: the one named, or the only open one whose schema takes a Gmail answer.
 /// Checked before the consent, so the user never consents for an answer that would be refused.
 async fn request_to_answer(
-    stack: &Stack,
+    stack: &StackClient,
     named: Option<&str>,
     query: Option<&str>,
 ) -> Result<RequestId, Failure> {
     // A stand-in with the real token's shape: only the schema is being asked.
     let probe = gmail_answer("placeholder-refresh-token", query);
-    let inbox = stack.runtime.inbox();
+    let inbox = stack.inbox();
     if let Some(named) = named {
         let id = RequestId::new(named)?;
         let entry = inbox
@@ -124,7 +125,11 @@ fn open_in_browser(url: &str) {
     }
 }
 
-pub(crate) async fn run(stack: &Stack, json_mode: bool, command: Command) -> Result<(), Failure> {
+pub(crate) async fn run(
+    stack: &StackClient,
+    json_mode: bool,
+    command: Command,
+) -> Result<(), Failure> {
     let Command::Gmail(args) = command;
     let request = request_to_answer(stack, args.request.as_deref(), args.query.as_deref()).await?;
     let client = OAuthClient {

@@ -1,9 +1,9 @@
 //! `reanimate dead-letters`: what the atoms refused or gave up on, why, and sending it back.
 
-use crate::{Failure, Stack, not_found, print};
+use crate::{Failure, not_found, print};
 use clap::Subcommand;
-use reanimate_aws::RequestCounters;
-use reanimate_aws::dead_letters::{DeadLetter, DeadLetterQueues, queues};
+use reanimate_aws::StackClient;
+use reanimate_aws::dead_letters::DeadLetter;
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
@@ -37,12 +37,12 @@ fn summary(letter: &DeadLetter) -> String {
     )
 }
 
-pub(crate) async fn run(stack: &Stack, json_mode: bool, command: Command) -> Result<(), Failure> {
-    let dead = DeadLetterQueues::new(
-        stack.clients.sqs.clone(),
-        queues(&stack.outputs),
-        RequestCounters::default(),
-    );
+pub(crate) async fn run(
+    stack: &StackClient,
+    json_mode: bool,
+    command: Command,
+) -> Result<(), Failure> {
+    let dead = stack.dead_letters();
     if let Command::List {
         atom: Some(atom), ..
     }

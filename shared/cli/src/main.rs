@@ -5,14 +5,15 @@
 
 mod connect;
 mod dead_letters;
+mod digests;
+mod inbox;
+mod instances;
 
 use clap::{Parser, Subcommand};
-use reanimate_aws::{Clients, RequestCounters, StackConfig};
-use reanimate_core::ports::{Inbox, InstanceStore, SystemClock};
-use reanimate_core::{Error, InstanceId, InstanceRecord, MessageId, RequestId, client};
-use serde_json::{Value, json};
+use reanimate_aws::StackClient;
+use reanimate_core::Error;
+use serde_json::Value;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 done; 1 the stack could not be reached or failed; 2 bad usage; 3 not found;
@@ -56,7 +57,7 @@ enum Command {
     History { instance: String },
     /// The user's questions.
     #[command(subcommand)]
-    Inbox(InboxCommand),
+    Inbox(inbox::Command),
     /// Send a named signal with an optional JSON payload.
     Signal {
         instance: String,
@@ -72,34 +73,13 @@ enum Command {
     },
     /// Digests written by the email assistant.
     #[command(subcommand)]
-    Digest(DigestCommand),
+    Digest(digests::Command),
     /// Messages the atoms refused or gave up on, and sending them back.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(dead_letters::Command),
     /// Connect an account an assistant asked for (Gmail), answering its request.
     #[command(subcommand)]
     Connect(connect::Command),
-}
-
-#[derive(Subcommand, Debug)]
-enum InboxCommand {
-    /// Open questions, oldest first.
-    List,
-    /// One question with its JSON Schema and status.
-    Show { request: String },
-    /// Answer a question with JSON (or @file); it is checked against the question's schema.
-    Answer { request: String, answer: String },
-}
-
-#[derive(Subcommand, Debug)]
-enum DigestCommand {
-    /// Digests in the bucket, optionally for one user.
-    List {
-        #[arg(long)]
-        user: Option<String>,
-    },
-    /// Print one digest (its key as `digest list` shows it).
-    Show { key: String },
 }
 
 /// An error with the exit code it maps to.
@@ -133,7 +113,7 @@ pub(crate) fn refused(what: String) -> Failure {
 }
 
 /// JSON from the argument, or from the file after `@`.
-fn json_arg(text: &str) -> Result<Value, Failure> {
+pub(crate) fn json_arg(text: &str) -> Result<Value, Failure> {
     let owned;
     let body = match text.strip_prefix('@') {
         Some(path) => {
@@ -146,95 +126,29 @@ fn json_arg(text: &str) -> Result<Value, Failure> {
     serde_json::from_str(body).map_err(|e| refused(format!("not JSON: {e}")))
 }
 
-pub(crate) struct Stack {
-    /// The CloudFormation stack's name (users' secrets are `reanimate/{name}/…`).
-    name: String,
-    clients: Clients,
-    runtime: reanimate_aws::AwsRuntime,
-    digest_bucket: Option<String>,
-    outputs: std::collections::HashMap<String, String>,
-}
-
-async fn connect_stack(outputs_path: &str) -> Result<Stack, Failure> {
+async fn connect_stack(outputs_path: &str) -> Result<StackClient, Failure> {
     // No readable outputs file means no stack to talk to: exit 1, like an unreachable stack.
-    let outputs = reanimate_aws::config::read_outputs(outputs_path).map_err(|e| Failure {
-        code: 1,
-        message: e.reason,
-    })?;
-    let mut atoms = reanimate_atoms::registry().names();
-    atoms.extend(reanimate_email::atoms::registry().names());
-    let deployed: Vec<&str> = atoms
-        .into_iter()
-        .filter(|a| {
-            outputs.contains_key(&format!(
-                "{}QueueUrl",
-                reanimate_aws::config::output_name(a)
-            ))
+    StackClient::connect(outputs_path)
+        .await
+        .map_err(|e| Failure {
+            code: 1,
+            message: e.reason,
         })
-        .collect();
-    let config = Arc::new(StackConfig::from_stack_outputs(&outputs, &deployed)?);
-    let name = config.stack.clone();
-    let clients = Clients::from_env().await;
-    // A client of the tables and queues only: it never runs a step.
-    let runtime = reanimate_aws::stack::runtime(
-        reanimate_core::Registry::new(),
-        &clients,
-        config,
-        &RequestCounters::default(),
-    );
-    Ok(Stack {
-        name,
-        clients,
-        runtime,
-        digest_bucket: outputs.get("DigestBucket").cloned(),
-        outputs,
-    })
 }
 
-/// A short, increasing tag for ids the CLI makes up.
-fn now_tag() -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{millis:x}")
-}
-
-async fn load(stack: &Stack, instance: &str) -> Result<InstanceRecord, Failure> {
-    let id = InstanceId::new(instance)?;
-    stack
-        .runtime
-        .store()
-        .load(&id)
-        .await?
-        .ok_or_else(|| not_found(format!("no instance {instance}")))
-}
-
-/// Answers a request as a user would. Fields the question marks writeOnly (an OAuth token) go to
-/// Secrets Manager; the instance and the inbox get the secret's ARN.
+/// Answers a request as a user would (see `StackClient::answer`); a refusal exits 4.
 pub(crate) async fn answer_request(
-    stack: &Stack,
-    request: &RequestId,
+    stack: &StackClient,
+    request: &reanimate_core::RequestId,
     answer: Value,
 ) -> Result<(), Failure> {
-    let secrets = reanimate_aws::secrets::SecretsManager::new(
-        stack.clients.secrets.clone(),
-        RequestCounters::default(),
-        stack.name.clone(),
-    );
-    client::answer_with_secrets(
-        stack.runtime.inbox(),
-        stack.runtime.dispatcher(),
-        &SystemClock,
-        Some(&secrets),
-        request,
-        answer,
-    )
-    .await
-    .map_err(|e| match e.is_retryable() {
-        true => Failure::from(e),
-        false => refused(e.reason),
-    })
+    stack
+        .answer(request, answer)
+        .await
+        .map_err(|e| match e.is_retryable() {
+            true => Failure::from(e),
+            false => refused(e.reason),
+        })
 }
 
 pub(crate) fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> String) {
@@ -250,259 +164,26 @@ pub(crate) fn print(json_mode: bool, value: &Value, text: impl FnOnce() -> Strin
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let stack = connect_stack(&cli.outputs).await?;
-    let dispatcher = stack.runtime.dispatcher();
+    let json = cli.json;
     match cli.command {
         Command::Start { atom, input, id } => {
-            let input = json_arg(&input)?;
-            let id = id.unwrap_or_else(|| format!("{atom}-{}", now_tag()));
-            client::start(
-                dispatcher,
-                MessageId::new(format!("start:{id}"))?,
-                InstanceId::root(&id)?,
-                &atom,
-                input,
-            )
-            .await?;
-            print(cli.json, &json!({"instance": id, "atom": atom}), || {
-                format!("started {atom} {id}")
-            });
+            instances::start(&stack, json, &atom, &input, id).await
         }
-        Command::Status { instance } => {
-            let r = load(&stack, &instance).await?;
-            let w = &r.waiting;
-            let value = json!({
-                "instance": r.id.as_str(), "atom": r.atom, "status": r.status.as_str(),
-                "version": r.version, "transitions": r.transitions,
-                "parent": r.parent.as_ref().map(|p| p.id.as_str()),
-                "waiting": {
-                    "children": w.children.iter().map(|(id, c)| json!({"id": id.as_str(), "atom": c.atom, "tag": c.tag})).collect::<Vec<_>>(),
-                    "timers": w.timers.iter().map(|(name, t)| json!({"name": name, "due": t.due.to_string()})).collect::<Vec<_>>(),
-                    "requests": w.requests.iter().map(|(id, q)| json!({"id": id.as_str(), "kind": q.kind})).collect::<Vec<_>>(),
-                    "calls": w.calls.values().map(|c| json!({"activity": c.activity, "tag": c.tag})).collect::<Vec<_>>(),
-                },
-                "state": serde_json::from_str::<Value>(&r.state).unwrap_or(Value::Null),
-                "result": r.result, "error": r.error,
-                "updated_at": r.updated_at.to_string(),
-            });
-            print(cli.json, &value, || {
-                let mut out = format!(
-                    "{} ({}) is {}, version {}, {} transitions, updated {}",
-                    r.id,
-                    r.atom,
-                    r.status.as_str(),
-                    r.version,
-                    r.transitions,
-                    r.updated_at
-                );
-                for (id, c) in &w.children {
-                    out += &format!("\n  waits for child {id} ({}, tag {})", c.atom, c.tag);
-                }
-                for (name, t) in &w.timers {
-                    out += &format!("\n  waits for timer {name} at {}", t.due);
-                }
-                for (id, q) in &w.requests {
-                    out += &format!("\n  waits for the user: {id} ({})", q.kind);
-                }
-                for c in w.calls.values() {
-                    out += &format!("\n  waits for activity {} ({})", c.activity, c.tag);
-                }
-                if let Some(result) = &r.result {
-                    out += &format!("\n  result: {result}");
-                }
-                if let Some(error) = &r.error {
-                    out += &format!("\n  error: {error}");
-                }
-                out
-            });
-        }
-        Command::History { instance } => {
-            let r = load(&stack, &instance).await?;
-            let value = json!({"instance": r.id.as_str(), "transitions": r.transitions, "history": r.history});
-            print(cli.json, &value, || {
-                let mut out = String::new();
-                let shown = r.history.len() as u64;
-                if r.version > shown {
-                    out += &format!(
-                        "({} earlier transitions not kept; the history keeps the latest {})\n",
-                        r.version - shown,
-                        reanimate_core::record::HISTORY_ENTRIES
-                    );
-                }
-                for h in &r.history {
-                    out += &format!(
-                        "v{:<4} {}  {:<18} {:<28} → {:<10} {} effects\n",
-                        h.version,
-                        h.at,
-                        h.event,
-                        h.detail,
-                        h.status.as_str(),
-                        h.effects
-                    );
-                }
-                out.trim_end().to_string()
-            });
-        }
-        Command::Inbox(InboxCommand::List) => {
-            let open = stack.runtime.inbox().list_open().await?;
-            let value = serde_json::to_value(&open).unwrap_or(Value::Null);
-            print(cli.json, &value, || {
-                if open.is_empty() {
-                    return "no open questions".into();
-                }
-                open.iter()
-                    .map(|e| {
-                        format!(
-                            "{}  [{}] from {}: {}",
-                            e.request.id, e.request.kind, e.request.instance, e.request.prompt
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-        }
-        Command::Inbox(InboxCommand::Show { request }) => {
-            let id = RequestId::new(&request)?;
-            let entry = stack
-                .runtime
-                .inbox()
-                .get(&id)
-                .await?
-                .ok_or_else(|| not_found(format!("no request {request}")))?;
-            let value = serde_json::to_value(&entry).unwrap_or(Value::Null);
-            print(cli.json, &value, || {
-                format!(
-                    "{} [{}] from {} ({}), {:?}\n{}\nanswer schema: {}{}",
-                    entry.request.id,
-                    entry.request.kind,
-                    entry.request.instance,
-                    entry.request.atom,
-                    entry.status,
-                    entry.request.prompt,
-                    entry.request.schema,
-                    entry
-                        .answer
-                        .as_ref()
-                        .map(|a| format!("\nanswer: {a}"))
-                        .unwrap_or_default()
-                )
-            });
-        }
-        Command::Inbox(InboxCommand::Answer { request, answer }) => {
-            let id = RequestId::new(&request)?;
-            let answer = json_arg(&answer)?;
-            if stack.runtime.inbox().get(&id).await?.is_none() {
-                return Err(not_found(format!("no request {request}")));
-            }
-            answer_request(&stack, &id, answer).await?;
-            print(
-                cli.json,
-                &json!({"request": request, "answered": true}),
-                || format!("answered {request}"),
-            );
-        }
+        Command::Status { instance } => instances::status(&stack, json, &instance).await,
+        Command::History { instance } => instances::history(&stack, json, &instance).await,
         Command::Signal {
             instance,
             name,
             payload,
-        } => {
-            let r = load(&stack, &instance).await?;
-            let payload = json_arg(&payload)?;
-            let message = MessageId::new(format!("signal:{instance}:{name}:{}", now_tag()))?;
-            client::signal(dispatcher, message, r.id, &r.atom, &name, payload).await?;
-            print(
-                cli.json,
-                &json!({"instance": instance, "signal": name}),
-                || format!("sent {name} to {instance}"),
-            );
-        }
+        } => instances::signal(&stack, json, &instance, &name, &payload).await,
         Command::Cancel { instance, reason } => {
-            let r = load(&stack, &instance).await?;
-            let message = MessageId::new(format!("cancel:{instance}"))?;
-            client::cancel(dispatcher, message, r.id, &r.atom, &reason).await?;
-            print(
-                cli.json,
-                &json!({"instance": instance, "cancel": reason}),
-                || format!("asked {instance} to cancel"),
-            );
+            instances::cancel(&stack, json, &instance, &reason).await
         }
-        Command::DeadLetters(command) => dead_letters::run(&stack, cli.json, command).await?,
-        Command::Connect(command) => connect::run(&stack, cli.json, command).await?,
-        Command::Digest(command) => {
-            let bucket = stack
-                .digest_bucket
-                .clone()
-                .ok_or_else(|| not_found("the stack has no DigestBucket output".into()))?;
-            let s3 = &stack.clients.s3;
-            match command {
-                DigestCommand::List { user } => {
-                    let prefix = match &user {
-                        Some(u) => format!("digests/{u}/"),
-                        None => "digests/".into(),
-                    };
-                    let mut keys = Vec::new();
-                    let mut token = None;
-                    loop {
-                        let page = s3
-                            .list_objects_v2()
-                            .bucket(&bucket)
-                            .prefix(&prefix)
-                            .set_continuation_token(token)
-                            .send()
-                            .await
-                            .map_err(|e| reanimate_aws::errors::classify("S3 ListObjectsV2", e))?;
-                        keys.extend(
-                            page.contents()
-                                .iter()
-                                .filter_map(|o| o.key().map(str::to_string)),
-                        );
-                        match page.next_continuation_token {
-                            Some(next) => token = Some(next),
-                            None => break,
-                        }
-                    }
-                    print(
-                        cli.json,
-                        &json!({"bucket": bucket, "digests": keys}),
-                        || {
-                            if keys.is_empty() {
-                                "no digests".into()
-                            } else {
-                                keys.join("\n")
-                            }
-                        },
-                    );
-                }
-                DigestCommand::Show { key } => {
-                    let object = s3
-                        .get_object()
-                        .bucket(&bucket)
-                        .key(&key)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            match e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                                true => not_found(format!("no digest {key}")),
-                                false => Failure::from(reanimate_aws::errors::classify(
-                                    "S3 GetObject",
-                                    e,
-                                )),
-                            }
-                        })?;
-                    let bytes = object
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| Failure::from(Error::retryable(e.to_string())))?
-                        .into_bytes();
-                    let markdown = String::from_utf8_lossy(&bytes).into_owned();
-                    print(cli.json, &json!({"key": key, "markdown": markdown}), || {
-                        markdown.clone()
-                    });
-                }
-            }
-        }
+        Command::Inbox(command) => inbox::run(&stack, json, command).await,
+        Command::Digest(command) => digests::run(&stack, json, command).await,
+        Command::DeadLetters(command) => dead_letters::run(&stack, json, command).await,
+        Command::Connect(command) => connect::run(&stack, json, command).await,
     }
-    Ok(())
 }
 
 #[tokio::main]

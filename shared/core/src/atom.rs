@@ -1,8 +1,9 @@
 //! The atom API: a typed, deterministic state machine with one `step`.
 
 use crate::error::{Error, Result};
-use crate::event::AtomEvent;
+use crate::event::{AtomEvent, Failure, RawEvent};
 use crate::ids::{InstanceId, RequestId};
+use crate::payload::{CallType, Payload, decode_tag, encode_tag};
 use crate::time::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -10,6 +11,7 @@ use serde_json::Value;
 use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,23 +28,75 @@ pub enum Step<O> {
 
 /// An atom: a small deterministic state machine.
 ///
-/// `step` must be a pure function of the state, the event and `ctx.now()`: it is re-run when a
-/// save conflicts, and anything it wants done in the world goes through `ctx`, which the runtime
-/// performs exactly once per applied step. Returning `Err` with a retryable error leaves the
-/// instance untouched and the message is redelivered; a terminal error fails the instance.
+/// `start` and `step` must be pure functions of their arguments and `ctx.now()`: they are re-run
+/// when a save conflicts, and anything they want done in the world goes through `ctx`, which the
+/// runtime performs exactly once per applied step. Returning `Err` with a retryable error leaves
+/// the instance untouched and the message is redelivered; a terminal error fails the instance.
 pub trait Atom: Send + Sync + 'static {
     /// The atom type's name; also selects its queue and Lambda function.
     const TYPE: &'static str;
+    /// The shape of `State` that this code writes. Raise it when a stored state of the previous
+    /// shape would no longer decode, and teach [`Atom::migrate`] the way up: instances already
+    /// running are migrated when they next load, so a deploy never strands them.
+    const STATE_VERSION: u32 = 1;
     type Input: Serialize + DeserializeOwned;
-    type State: Serialize + DeserializeOwned + Default + Send;
+    type State: Serialize + DeserializeOwned + Send;
     type Output: Serialize + DeserializeOwned;
+    /// How this atom names its children and calls: its own serde enum (see
+    /// [`encode_tag`](crate::payload::encode_tag)), or `String`.
+    type Tag: Serialize + DeserializeOwned + fmt::Debug;
 
+    /// A new instance: its first state, built from its input, and what it does next (usually
+    /// `Step::Suspend`, after spawning, calling, arming timers or asking through `ctx`).
+    fn start(
+        &self,
+        input: Self::Input,
+        ctx: &mut Context<'_>,
+    ) -> Result<(Self::State, Step<Self::Output>)>;
+
+    /// Every later event but a failure.
     fn step(
         &self,
         state: &mut Self::State,
-        event: AtomEvent<Self::Input>,
+        event: AtomEvent<Self::Tag>,
         ctx: &mut Context<'_>,
     ) -> Result<Step<Self::Output>>;
+
+    /// A child or a call failed. Unless the atom handles it here, the failure propagates: the
+    /// instance fails with the failure's reason (and its parent hears of it).
+    fn failed(
+        &self,
+        state: &mut Self::State,
+        failure: Failure<Self::Tag>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Step<Self::Output>> {
+        let _ = (state, ctx);
+        Ok(Step::Fail(failure.reason()))
+    }
+
+    /// Upgrades a state stored at version `from` to version `from + 1` (as JSON). Called as many
+    /// times as it takes to reach [`Atom::STATE_VERSION`]; the result is then decoded as `State`.
+    fn migrate(&self, from: u32, state: Value) -> Result<Value> {
+        let _ = state;
+        Err(Error::terminal(format!(
+            "atom {} has no migration from state version {from}",
+            Self::TYPE
+        )))
+    }
+}
+
+/// A child started with [`Context::spawn`]: its id, and the type its completion decodes to.
+#[derive(Debug)]
+pub struct Child<A: Atom> {
+    pub id: InstanceId,
+    atom: PhantomData<fn() -> A>,
+}
+
+impl<A: Atom> Child<A> {
+    /// The child's output, from the payload of its `ChildCompleted`.
+    pub fn output(payload: Payload) -> Result<A::Output> {
+        payload.output_of::<A>()
+    }
 }
 
 /// A reference to another instance, enough to address a message to it.
@@ -167,10 +221,14 @@ impl<'a> Context<'a> {
     }
 
     /// Starts a child instance of atom `A`. The child's completion, failure and progress come back
-    /// tagged with `tag`, which should be unique among this instance's children.
-    pub fn spawn<A: Atom>(&mut self, tag: impl Into<String>, input: &A::Input) -> InstanceId {
+    /// with `tag`, which should be unique among this instance's children.
+    pub fn spawn<A: Atom>(&mut self, tag: impl Serialize, input: &A::Input) -> Child<A> {
         let input = self.encode("child input", input);
-        self.spawn_json(A::TYPE, tag, input)
+        let tag = self.encode_tag(&tag);
+        Child {
+            id: self.spawn_json(A::TYPE, tag, input),
+            atom: PhantomData,
+        }
     }
 
     /// Starts a child by atom type name with a JSON input.
@@ -187,6 +245,13 @@ impl<'a> Context<'a> {
             input,
         });
         child
+    }
+
+    fn encode_tag(&mut self, tag: &impl Serialize) -> String {
+        encode_tag(tag).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            String::new()
+        })
     }
 
     /// Arms (or re-arms) the timer `name` to fire at `at`.
@@ -283,19 +348,26 @@ impl<'a> Context<'a> {
         self.continuation = Some(cursor);
     }
 
-    /// Runs the activity `activity` with `input` in a later invocation. Its outcome is journaled in
-    /// the record before it is delivered as `CallCompleted` / `CallFailed` with `tag`, so a retry
-    /// never runs it again once recorded. The activity must be registered with the runtime.
-    pub fn call(
+    /// Runs the activity `C` with `input` in a later invocation. Its outcome is journaled in the
+    /// record before it is delivered as `CallCompleted` (decode it with
+    /// [`Payload::output_of_call`]) or as a failure with `tag`, so a retry never runs it again once
+    /// recorded. The activity must be registered with the runtime.
+    pub fn call<C: CallType>(&mut self, tag: impl Serialize, input: &C::Input) {
+        self.call_json(C::ACTIVITY, tag, input);
+    }
+
+    /// Runs the activity named `activity` (untyped: for activities chosen at run time).
+    pub fn call_json(
         &mut self,
         activity: impl Into<String>,
-        tag: impl Into<String>,
+        tag: impl Serialize,
         input: &impl Serialize,
     ) {
         let input = self.encode("activity input", input);
+        let tag = self.encode_tag(&tag);
         self.commands.push(Command::Call {
             activity: activity.into(),
-            tag: tag.into(),
+            tag,
             input,
         });
     }
@@ -316,18 +388,22 @@ pub(crate) type TypedState = Box<dyn Any + Send>;
 
 /// The state a step starts from.
 pub(crate) enum StateIn<'a> {
-    /// A new instance: the atom's default state.
+    /// A new instance: its state comes from `start`.
     Fresh,
-    /// The stored JSON, and the decoded value of that same JSON if this process still has it.
+    /// The stored JSON at the state version it was written with, and the decoded value of that
+    /// same JSON if this process still has it.
     Stored {
         json: &'a str,
+        version: u32,
         decoded: Option<TypedState>,
     },
 }
 
-/// What a step produced: the new state (JSON for the record, decoded for the cache) and outcome.
+/// What a step produced: the new state (JSON for the record, decoded for the cache, and the state
+/// version it was written at) and outcome.
 pub(crate) struct StepOut {
     pub json: String,
+    pub version: u32,
     pub decoded: TypedState,
     pub outcome: Step<Value>,
 }
@@ -337,44 +413,85 @@ pub(crate) trait DynAtom: Send + Sync {
     fn step_json(
         &self,
         state: StateIn<'_>,
-        event: AtomEvent<Value>,
+        event: RawEvent,
         ctx: &mut Context<'_>,
     ) -> Result<StepOut>;
+}
+
+/// Decodes a stored state, migrating it first if an older version of the atom wrote it.
+fn load_state<A: Atom>(atom: &A, json: &str, version: u32) -> Result<A::State> {
+    let undecodable = |e: serde_json::Error| {
+        Error::terminal(format!(
+            "stored state (version {version}) does not decode as {}'s state: {e}",
+            A::TYPE
+        ))
+    };
+    if version == A::STATE_VERSION {
+        return serde_json::from_str(json).map_err(undecodable);
+    }
+    if version > A::STATE_VERSION {
+        // Written by newer code than this process runs (a deploy in progress, or rolled back):
+        // another delivery may reach the newer code; this one must not overwrite its state.
+        return Err(Error::retryable(format!(
+            "{}'s state is at version {version}, newer than this code's {}",
+            A::TYPE,
+            A::STATE_VERSION
+        )));
+    }
+    let mut value: Value = serde_json::from_str(json).map_err(undecodable)?;
+    for from in version..A::STATE_VERSION {
+        value = atom.migrate(from, value)?;
+    }
+    serde_json::from_value(value).map_err(|e| {
+        Error::terminal(format!(
+            "{}'s state migrated from version {version} does not decode: {e}",
+            A::TYPE
+        ))
+    })
 }
 
 impl<A: Atom> DynAtom for A {
     fn step_json(
         &self,
         state: StateIn<'_>,
-        event: AtomEvent<Value>,
+        event: RawEvent,
         ctx: &mut Context<'_>,
     ) -> Result<StepOut> {
-        let (mut typed, previous_len): (Box<A::State>, usize) = match state {
-            StateIn::Fresh => (Box::default(), 0),
-            StateIn::Stored { json, decoded } => {
-                match decoded.and_then(|d| d.downcast::<A::State>().ok()) {
-                    Some(typed) => (typed, json.len()),
-                    None => {
-                        let typed = serde_json::from_str(json).map_err(|e| {
-                            Error::terminal(format!(
-                                "stored state does not decode as {}'s state: {e}",
-                                A::TYPE
-                            ))
-                        })?;
-                        (Box::new(typed), json.len())
-                    }
+        let (typed, outcome, previous_len): (Box<A::State>, Step<A::Output>, usize) =
+            match (state, event) {
+                (StateIn::Fresh, RawEvent::Started(input)) => {
+                    let input = serde_json::from_value::<A::Input>(input).map_err(|e| {
+                        Error::terminal(format!(
+                            "input does not match atom {}'s input type: {e}",
+                            A::TYPE
+                        ))
+                    })?;
+                    let (state, outcome) = self.start(input, ctx)?;
+                    (Box::new(state), outcome, 0)
                 }
-            }
-        };
-        let event = event.try_map_input(|input| {
-            serde_json::from_value::<A::Input>(input).map_err(|e| {
-                Error::terminal(format!(
-                    "input does not match atom {}'s input type: {e}",
-                    A::TYPE
-                ))
-            })
-        })?;
-        let outcome = match self.step(&mut typed, event, ctx)? {
+                (StateIn::Fresh, _) => {
+                    return Err(Error::terminal("an instance's first event must start it"));
+                }
+                (
+                    StateIn::Stored {
+                        json,
+                        version,
+                        decoded,
+                    },
+                    event,
+                ) => {
+                    let mut typed = match decoded.and_then(|d| d.downcast::<A::State>().ok()) {
+                        Some(typed) => typed,
+                        None => Box::new(load_state(self, json, version)?),
+                    };
+                    let outcome = match typed_event::<A::Tag>(event)? {
+                        Ok(event) => self.step(&mut typed, event, ctx)?,
+                        Err(failure) => self.failed(&mut typed, failure, ctx)?,
+                    };
+                    (typed, outcome, json.len())
+                }
+            };
+        let outcome = match outcome {
             Step::Suspend => Step::Suspend,
             Step::Fail(reason) => Step::Fail(reason),
             Step::Complete(output) => Step::Complete(
@@ -389,10 +506,78 @@ impl<A: Atom> DynAtom for A {
         let json = String::from_utf8(json).map_err(|e| Error::terminal(e.to_string()))?;
         Ok(StepOut {
             json,
+            version: A::STATE_VERSION,
             decoded: typed,
             outcome,
         })
     }
+}
+
+/// The atom's view of a later event: its tags decoded, failures apart.
+fn typed_event<T: DeserializeOwned>(event: RawEvent) -> Result<Result<AtomEvent<T>, Failure<T>>> {
+    Ok(Ok(match event {
+        RawEvent::Started(_) => {
+            return Err(Error::terminal("a started instance cannot start again"));
+        }
+        RawEvent::ChildCompleted { child, tag, output } => AtomEvent::ChildCompleted {
+            child,
+            tag: decode_tag(&tag)?,
+            output: output.into(),
+        },
+        RawEvent::ChildFailed {
+            child,
+            tag,
+            reason,
+            cancelled,
+        } => {
+            return Ok(Err(Failure::Child {
+                child,
+                tag: decode_tag(&tag)?,
+                reason,
+                cancelled,
+            }));
+        }
+        RawEvent::ChildProgress {
+            child,
+            tag,
+            seq,
+            payload,
+        } => AtomEvent::ChildProgress {
+            child,
+            tag: decode_tag(&tag)?,
+            seq,
+            payload: payload.into(),
+        },
+        RawEvent::TimerFired { name } => AtomEvent::TimerFired { name },
+        RawEvent::UserAnswered {
+            request,
+            kind,
+            answer,
+        } => AtomEvent::UserAnswered {
+            request,
+            kind,
+            answer: answer.into(),
+        },
+        RawEvent::RequestExpired { request, kind } => AtomEvent::RequestExpired { request, kind },
+        RawEvent::Signal { name, payload } => AtomEvent::Signal {
+            name,
+            payload: payload.into(),
+        },
+        RawEvent::CancelRequested { reason } => AtomEvent::CancelRequested { reason },
+        RawEvent::Continue { cursor } => AtomEvent::Continue {
+            cursor: cursor.into(),
+        },
+        RawEvent::CallCompleted { tag, output } => AtomEvent::CallCompleted {
+            tag: decode_tag(&tag)?,
+            output: output.into(),
+        },
+        RawEvent::CallFailed { tag, reason } => {
+            return Ok(Err(Failure::Call {
+                tag: decode_tag(&tag)?,
+                reason,
+            }));
+        }
+    }))
 }
 
 /// The atom types a runtime can run, by name.

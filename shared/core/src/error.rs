@@ -3,6 +3,19 @@
 
 use std::fmt;
 
+/// An error and its sources, on one line (`outer: cause: root cause`): what an SDK's nested
+/// errors say, for a reason a person can read.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether trying the same thing again can succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {

@@ -1,11 +1,13 @@
 //! Events: what reanimates an instance. [`Event`] is the wire form carried by an [`Envelope`];
-//! [`AtomEvent`] is what an atom's `step` sees, with its input typed and runtime bookkeeping removed.
+//! [`AtomEvent`] is what an atom's `step` sees, with its tags typed and runtime bookkeeping removed.
 //!
 //! [`Envelope`]: crate::envelope::Envelope
 
 use crate::ids::{InstanceId, RequestId, TimerId};
+use crate::payload::Payload;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::fmt;
 
 /// Who started an instance, and the tag it will recognise the child by.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,10 +137,11 @@ impl Event {
     }
 }
 
-/// What an atom's `step` receives.
+/// An event as the runtime hands it to an atom: tags as stored, payloads as JSON. The atom's
+/// typed view is [`AtomEvent`] (with [`Failure`]); `atom.rs` converts between the two.
 #[derive(Clone, Debug, PartialEq)]
-pub enum AtomEvent<I> {
-    Started(I),
+pub(crate) enum RawEvent {
+    Started(Value),
     ChildCompleted {
         child: InstanceId,
         tag: String,
@@ -150,8 +153,6 @@ pub enum AtomEvent<I> {
         reason: String,
         cancelled: bool,
     },
-    /// Each progress report is delivered once; reports of one child may arrive out of order, but all
-    /// of them arrive before that child's completion or failure.
     ChildProgress {
         child: InstanceId,
         tag: String,
@@ -166,7 +167,6 @@ pub enum AtomEvent<I> {
         kind: String,
         answer: Value,
     },
-    /// A request's deadline passed without an answer; the request is closed.
     RequestExpired {
         request: RequestId,
         kind: String,
@@ -175,32 +175,76 @@ pub enum AtomEvent<I> {
         name: String,
         payload: Value,
     },
-    /// The instance will end as cancelled whatever this step returns; its children, timers and
-    /// requests are cancelled with it. The step may still send messages (e.g. to tidy up).
     CancelRequested {
         reason: String,
     },
     Continue {
         cursor: Value,
     },
-    /// An activity asked for with `ctx.call` finished; its output was journaled before this step.
     CallCompleted {
         tag: String,
         output: Value,
     },
-    /// An activity failed terminally (after its own bounded retries).
     CallFailed {
         tag: String,
         reason: String,
     },
 }
 
-impl<I> AtomEvent<I> {
+/// What an atom's [`step`](crate::Atom::step) receives, with its children and calls named by the
+/// atom's own tag type `T`. A new instance goes to [`start`](crate::Atom::start) instead, and a
+/// child's or call's failure to [`failed`](crate::Atom::failed).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AtomEvent<T> {
+    ChildCompleted {
+        child: InstanceId,
+        tag: T,
+        output: Payload,
+    },
+    /// Each progress report is delivered once; reports of one child may arrive out of order, but all
+    /// of them arrive before that child's completion or failure.
+    ChildProgress {
+        child: InstanceId,
+        tag: T,
+        seq: u64,
+        payload: Payload,
+    },
+    TimerFired {
+        name: String,
+    },
+    UserAnswered {
+        request: RequestId,
+        kind: String,
+        answer: Payload,
+    },
+    /// A request's deadline passed without an answer; the request is closed.
+    RequestExpired {
+        request: RequestId,
+        kind: String,
+    },
+    Signal {
+        name: String,
+        payload: Payload,
+    },
+    /// The instance will end as cancelled whatever this step returns; its children, timers and
+    /// requests are cancelled with it. The step may still send messages (e.g. to tidy up).
+    CancelRequested {
+        reason: String,
+    },
+    Continue {
+        cursor: Payload,
+    },
+    /// An activity asked for with `ctx.call` finished; its output was journaled before this step.
+    CallCompleted {
+        tag: T,
+        output: Payload,
+    },
+}
+
+impl<T> AtomEvent<T> {
     pub fn kind(&self) -> &'static str {
         match self {
-            AtomEvent::Started(_) => "started",
             AtomEvent::ChildCompleted { .. } => "child_completed",
-            AtomEvent::ChildFailed { .. } => "child_failed",
             AtomEvent::ChildProgress { .. } => "child_progress",
             AtomEvent::TimerFired { .. } => "timer_fired",
             AtomEvent::UserAnswered { .. } => "user_answered",
@@ -209,57 +253,43 @@ impl<I> AtomEvent<I> {
             AtomEvent::CancelRequested { .. } => "cancel_requested",
             AtomEvent::Continue { .. } => "continue",
             AtomEvent::CallCompleted { .. } => "call_completed",
-            AtomEvent::CallFailed { .. } => "call_failed",
+        }
+    }
+}
+
+/// A child or an activity call that failed, for [`Atom::failed`](crate::Atom::failed). Unless the
+/// atom handles it, the failure propagates: the instance fails with [`Failure::reason`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure<T> {
+    /// A child failed, or was cancelled (`cancelled`: by this instance or from outside).
+    Child {
+        child: InstanceId,
+        tag: T,
+        reason: String,
+        cancelled: bool,
+    },
+    /// An activity failed terminally (after its own bounded retries).
+    Call { tag: T, reason: String },
+}
+
+impl<T: fmt::Debug> Failure<T> {
+    pub fn tag(&self) -> &T {
+        match self {
+            Failure::Child { tag, .. } | Failure::Call { tag, .. } => tag,
         }
     }
 
-    /// Converts the input, leaving every other event as it is.
-    pub fn try_map_input<J, E>(self, f: impl FnOnce(I) -> Result<J, E>) -> Result<AtomEvent<J>, E> {
-        Ok(match self {
-            AtomEvent::Started(i) => AtomEvent::Started(f(i)?),
-            AtomEvent::ChildCompleted { child, tag, output } => {
-                AtomEvent::ChildCompleted { child, tag, output }
-            }
-            AtomEvent::ChildFailed {
-                child,
+    /// What the instance fails with when the failure propagates.
+    pub fn reason(&self) -> String {
+        match self {
+            Failure::Child {
                 tag,
                 reason,
-                cancelled,
-            } => AtomEvent::ChildFailed {
-                child,
-                tag,
-                reason,
-                cancelled,
-            },
-            AtomEvent::ChildProgress {
-                child,
-                tag,
-                seq,
-                payload,
-            } => AtomEvent::ChildProgress {
-                child,
-                tag,
-                seq,
-                payload,
-            },
-            AtomEvent::TimerFired { name } => AtomEvent::TimerFired { name },
-            AtomEvent::UserAnswered {
-                request,
-                kind,
-                answer,
-            } => AtomEvent::UserAnswered {
-                request,
-                kind,
-                answer,
-            },
-            AtomEvent::RequestExpired { request, kind } => {
-                AtomEvent::RequestExpired { request, kind }
-            }
-            AtomEvent::Signal { name, payload } => AtomEvent::Signal { name, payload },
-            AtomEvent::CancelRequested { reason } => AtomEvent::CancelRequested { reason },
-            AtomEvent::Continue { cursor } => AtomEvent::Continue { cursor },
-            AtomEvent::CallCompleted { tag, output } => AtomEvent::CallCompleted { tag, output },
-            AtomEvent::CallFailed { tag, reason } => AtomEvent::CallFailed { tag, reason },
-        })
+                cancelled: true,
+                ..
+            } => format!("child {tag:?} was cancelled: {reason}"),
+            Failure::Child { tag, reason, .. } => format!("child {tag:?} failed: {reason}"),
+            Failure::Call { tag, reason } => format!("call {tag:?} failed: {reason}"),
+        }
     }
 }

@@ -22,6 +22,7 @@
 use crate::activity::{Activities, Activity, BoxFuture, CallInfo};
 use crate::atom::Context;
 use crate::error::{Error, Result};
+use crate::payload::{CallType, Payload};
 use crate::schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -181,17 +182,38 @@ pub trait Model: Send + Sync {
     fn complete<'a>(&'a self, request: &'a ModelRequest) -> BoxFuture<'a, Result<String>>;
 }
 
+/// The playbook's decision as a call: a [`Decision`] in, the validated [`Choice`] out.
+#[derive(Debug)]
+pub struct Decide;
+
+impl CallType for Decide {
+    const ACTIVITY: &'static str = DECIDE;
+    type Input = Decision;
+    type Output = Choice;
+}
+
+/// A generation as a call: a [`Generation`] in, the validated [`Generated`] out.
+#[derive(Debug)]
+pub struct Generate;
+
+impl CallType for Generate {
+    const ACTIVITY: &'static str = GENERATE;
+    type Input = Generation;
+    type Output = Generated;
+}
+
 impl Context<'_> {
     /// Asks the model to choose the next step among `decision.steps`. The [`Choice`] arrives as
-    /// `CallCompleted { tag, output }`; no valid choice arrives as `CallFailed`.
-    pub fn decide(&mut self, tag: impl Into<String>, decision: &Decision) {
-        self.call(DECIDE, tag, decision);
+    /// `CallCompleted { tag, output }` (`output.output_of_call::<Decide>()`); no valid choice
+    /// arrives as a call failure.
+    pub fn decide(&mut self, tag: impl Serialize, decision: &Decision) {
+        self.call::<Decide>(tag, decision);
     }
 
     /// Asks the model for a value matching `generation.output_schema`; it arrives as a
     /// [`Generated`] in `CallCompleted`.
-    pub fn generate(&mut self, tag: impl Into<String>, generation: &Generation) {
-        self.call(GENERATE, tag, generation);
+    pub fn generate(&mut self, tag: impl Serialize, generation: &Generation) {
+        self.call::<Generate>(tag, generation);
     }
 }
 
@@ -444,14 +466,10 @@ struct GenerateActivity(Arc<ModelActivities>);
 /// have a 300 s timeout (infra/render.py).
 pub const MODEL_CALL_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(250);
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, input: Value) -> Result<T> {
-    serde_json::from_value(input).map_err(|e| Error::terminal(format!("bad {what} request: {e}")))
-}
-
 impl Activity for DecideActivity {
     fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let decision: Decision = decode("decision", input)?;
+            let decision: Decision = Payload::new(input).decode()?;
             if decision.steps.is_empty() {
                 return Err(Error::terminal(
                     "a decision needs at least one declared step",
@@ -476,7 +494,7 @@ impl Activity for DecideActivity {
 impl Activity for GenerateActivity {
     fn run<'a>(&'a self, input: Value, _: &'a CallInfo) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
-            let generation: Generation = decode("generation", input)?;
+            let generation: Generation = Payload::new(input).decode()?;
             schema::check_schema(&generation.output_schema)?;
             let request = render_generation(&generation);
             let (value, attempts, model) = self

@@ -63,6 +63,10 @@ pub struct InstanceRecord {
     pub status: Status,
     /// The atom's state, JSON-encoded.
     pub state: String,
+    /// The [`Atom::STATE_VERSION`](crate::Atom::STATE_VERSION) `state` was written at (records
+    /// from before versions existed are version 1).
+    #[serde(default = "first_state_version")]
+    pub state_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentLink>,
     #[serde(default)]
@@ -103,6 +107,10 @@ pub struct InstanceRecord {
     pub error: Option<String>,
 }
 
+fn first_state_version() -> u32 {
+    1
+}
+
 impl InstanceRecord {
     /// A record for an instance that has not taken a step yet.
     pub fn fresh(id: InstanceId, atom: String, parent: Option<ParentLink>, now: Timestamp) -> Self {
@@ -112,6 +120,7 @@ impl InstanceRecord {
             version: 0,
             status: Status::Suspended,
             state: String::new(),
+            state_version: first_state_version(),
             parent,
             waiting: Waiting::default(),
             applied: RecentMessages::default(),

@@ -6,11 +6,11 @@ use reanimate_core::memory::{
     Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock,
 };
 use reanimate_core::playbook::{
-    Choice, Decision, Model, ModelActivities, ModelRequest, StepSpec, Tier, Untrusted,
+    Choice, Decide, Decision, Model, ModelActivities, ModelRequest, StepSpec, Tier, Untrusted,
 };
 use reanimate_core::sim::block_on;
 use reanimate_core::{
-    Atom, AtomEvent, BoxFuture, Context, Disposition, Envelope, Error, Event, InstanceId,
+    Atom, AtomEvent, BoxFuture, Context, Disposition, Envelope, Error, Event, Failure, InstanceId,
     MessageId, Registry, Result, Runtime, Status, Step,
 };
 use serde::{Deserialize, Serialize};
@@ -83,42 +83,54 @@ impl Atom for Triage {
     type Input = String;
     type State = TriageState;
     type Output = Vec<String>;
+    type Tag = String;
+
+    fn start(
+        &self,
+        email: String,
+        ctx: &mut Context<'_>,
+    ) -> Result<(TriageState, Step<Vec<String>>)> {
+        ctx.decide(
+            "triage",
+            &Decision {
+                goal: "Decide what to do with one incoming email.".into(),
+                facts: json!({"mailbox": "demo"}),
+                data: vec![Untrusted::new("email body", email)],
+                steps: steps(),
+                tier: Tier::Standard,
+                hint: Value::Null,
+            },
+        );
+        Ok((TriageState::default(), Step::Suspend))
+    }
 
     fn step(
         &self,
         state: &mut TriageState,
         event: AtomEvent<String>,
-        ctx: &mut Context<'_>,
+        _ctx: &mut Context<'_>,
     ) -> Result<Step<Vec<String>>> {
         match event {
-            AtomEvent::Started(email) => {
-                ctx.decide(
-                    "triage",
-                    &Decision {
-                        goal: "Decide what to do with one incoming email.".into(),
-                        facts: json!({"mailbox": "demo"}),
-                        data: vec![Untrusted::new("email body", email)],
-                        steps: steps(),
-                        tier: Tier::Standard,
-                        hint: Value::Null,
-                    },
-                );
-                Ok(Step::Suspend)
-            }
             AtomEvent::CallCompleted { output, .. } => {
                 if self.fail_once.swap(false, Ordering::SeqCst) {
                     return Err(Error::retryable("simulated crash after the journal write"));
                 }
-                let choice: Choice =
-                    serde_json::from_value(output).map_err(|e| Error::terminal(e.to_string()))?;
+                let choice: Choice = output.output_of_call::<Decide>()?;
                 state.acted.push(format!("{} {}", choice.step, choice.args));
                 Ok(Step::Complete(state.acted.clone()))
             }
-            AtomEvent::CallFailed { reason, .. } => {
-                Ok(Step::Fail(format!("no valid choice: {reason}")))
-            }
             _ => Ok(Step::Suspend),
         }
+    }
+
+    fn failed(
+        &self,
+        _state: &mut TriageState,
+        failure: Failure<String>,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Step<Vec<String>>> {
+        let (Failure::Call { reason, .. } | Failure::Child { reason, .. }) = failure;
+        Ok(Step::Fail(format!("no valid choice: {reason}")))
     }
 }
 

@@ -15,18 +15,20 @@ impl Atom for Ticker {
     type Input = u32;
     type State = (u32, u32);
     type Output = u32;
+    type Tag = String;
+
+    fn start(&self, times: u32, ctx: &mut Context<'_>) -> Result<((u32, u32), Step<u32>)> {
+        ctx.set_recurring_timer("tick", Duration::from_secs(3600));
+        Ok(((0, times), Step::Suspend))
+    }
 
     fn step(
         &self,
         state: &mut (u32, u32),
-        event: AtomEvent<u32>,
+        event: AtomEvent<String>,
         ctx: &mut Context<'_>,
     ) -> Result<Step<u32>> {
         match event {
-            AtomEvent::Started(times) => {
-                state.1 = times;
-                ctx.set_recurring_timer("tick", Duration::from_secs(3600));
-            }
             AtomEvent::TimerFired { name } if name == "tick" => {
                 state.0 += 1;
                 if state.0 == state.1 {
@@ -85,9 +87,14 @@ impl Atom for BadTicker {
     type Input = ();
     type State = ();
     type Output = ();
+    type Tag = String;
 
-    fn step(&self, _: &mut (), _: AtomEvent<()>, ctx: &mut Context<'_>) -> Result<Step<()>> {
+    fn start(&self, _: (), ctx: &mut Context<'_>) -> Result<((), Step<()>)> {
         ctx.set_recurring_timer("tick", Duration::from_secs(90));
+        Ok(((), Step::Suspend))
+    }
+
+    fn step(&self, _: &mut (), _: AtomEvent<String>, _: &mut Context<'_>) -> Result<Step<()>> {
         Ok(Step::Suspend)
     }
 }

@@ -8,8 +8,8 @@ use reanimate_core::ports::{AnswerRecord, Clock, Inbox, RequestStatus};
 use reanimate_core::record::{InstanceRecord, MAX_RECORD_BYTES, RECENT_MESSAGES};
 use reanimate_core::sim::{Faults, SilentUser, Simulation, block_on};
 use reanimate_core::{
-    Ask, Atom, AtomEvent, Context, Disposition, Envelope, Error, Event, InstanceId, InstanceRef,
-    MessageId, Registry, RequestId, Result, Status, Step, TimerId,
+    Ask, Atom, AtomEvent, Context, Disposition, Envelope, Error, Event, Failure, InstanceId,
+    InstanceRef, MessageId, Registry, RequestId, Result, Status, Step, TimerId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -62,56 +62,59 @@ impl Atom for Probe {
     type Input = ProbeInput;
     type State = ProbeState;
     type Output = Value;
+    type Tag = String;
+
+    fn start(&self, input: ProbeInput, ctx: &mut Context<'_>) -> Result<(ProbeState, Step<Value>)> {
+        let mut state = ProbeState::default();
+        state.events.push("started".into());
+        state.padding = "x".repeat(input.padding);
+        for i in 0..input.children {
+            let child = ProbeInput {
+                timer_secs: input.child_timer_days.map(|d| d * 86_400),
+                progress: input.progress,
+                complete_at_once: input.child_timer_days.is_none(),
+                padding: input.child_padding,
+                ..ProbeInput::default()
+            };
+            let id = ctx.spawn::<Probe>(format!("c{i}"), &child).id;
+            state.children.push(id);
+        }
+        if let Some(secs) = input.timer_secs {
+            ctx.set_timer_after("t", Duration::from_secs(secs));
+        }
+        if let Some(mins) = input.every_mins {
+            ctx.set_recurring_timer("beat", Duration::from_secs(mins * 60));
+        }
+        if let Some(schema) = input.ask {
+            let deadline = input
+                .deadline_secs
+                .map(|s| ctx.now().plus(Duration::from_secs(s)));
+            ctx.ask_user(Ask {
+                kind: "question".into(),
+                prompt: "?".into(),
+                schema,
+                deadline,
+            });
+        }
+        if let Some(call) = input.call {
+            ctx.call_json("probe.count", "count", &call);
+        }
+        for seq in 0..input.progress {
+            ctx.report_progress(&json!({ "seq": seq }));
+        }
+        if input.complete_at_once {
+            return Ok((state, Step::Complete(json!("done"))));
+        }
+        Ok((state, Step::Suspend))
+    }
 
     fn step(
         &self,
         state: &mut ProbeState,
-        event: AtomEvent<ProbeInput>,
+        event: AtomEvent<String>,
         ctx: &mut Context<'_>,
     ) -> Result<Step<Value>> {
-        let kind = event.kind();
         match event {
-            AtomEvent::Started(input) => {
-                state.events.push(kind.into());
-                state.padding = "x".repeat(input.padding);
-                for i in 0..input.children {
-                    let child = ProbeInput {
-                        timer_secs: input.child_timer_days.map(|d| d * 86_400),
-                        progress: input.progress,
-                        complete_at_once: input.child_timer_days.is_none(),
-                        padding: input.child_padding,
-                        ..ProbeInput::default()
-                    };
-                    let id = ctx.spawn::<Probe>(format!("c{i}"), &child);
-                    state.children.push(id);
-                }
-                if let Some(secs) = input.timer_secs {
-                    ctx.set_timer_after("t", Duration::from_secs(secs));
-                }
-                if let Some(mins) = input.every_mins {
-                    ctx.set_recurring_timer("beat", Duration::from_secs(mins * 60));
-                }
-                if let Some(schema) = input.ask {
-                    let deadline = input
-                        .deadline_secs
-                        .map(|s| ctx.now().plus(Duration::from_secs(s)));
-                    ctx.ask_user(Ask {
-                        kind: "question".into(),
-                        prompt: "?".into(),
-                        schema,
-                        deadline,
-                    });
-                }
-                if let Some(call) = input.call {
-                    ctx.call("probe.count", "count", &call);
-                }
-                for seq in 0..input.progress {
-                    ctx.report_progress(&json!({ "seq": seq }));
-                }
-                if input.complete_at_once {
-                    return Ok(Step::Complete(json!("done")));
-                }
-            }
             AtomEvent::Signal { name, payload } => {
                 state.events.push(format!("signal:{name}"));
                 match name.as_str() {
@@ -160,14 +163,6 @@ impl Atom for Probe {
                 state.events.push(format!("progress:{tag}:{seq}"))
             }
             AtomEvent::ChildCompleted { tag, .. } => state.events.push(format!("completed:{tag}")),
-            AtomEvent::ChildFailed {
-                tag,
-                cancelled,
-                reason,
-                ..
-            } => state
-                .events
-                .push(format!("failed:{tag}:{cancelled}:{reason}")),
             AtomEvent::TimerFired { name } => state.events.push(format!("timer:{name}")),
             AtomEvent::UserAnswered { answer, .. } => {
                 state.events.push(format!("user_answered:{answer}"))
@@ -175,11 +170,27 @@ impl Atom for Probe {
             AtomEvent::CallCompleted { output, .. } => {
                 state.events.push(format!("call_completed:{output}"))
             }
-            AtomEvent::CallFailed { reason, .. } => {
-                state.events.push(format!("call_failed:{reason}"))
-            }
             other => state.events.push(other.kind().into()),
         }
+        Ok(Step::Suspend)
+    }
+
+    /// Failures are recorded as events, never propagated.
+    fn failed(
+        &self,
+        state: &mut ProbeState,
+        failure: Failure<String>,
+        _ctx: &mut Context<'_>,
+    ) -> Result<Step<Value>> {
+        state.events.push(match failure {
+            Failure::Child {
+                tag,
+                cancelled,
+                reason,
+                ..
+            } => format!("failed:{tag}:{cancelled}:{reason}"),
+            Failure::Call { reason, .. } => format!("call_failed:{reason}"),
+        });
         Ok(Step::Suspend)
     }
 }
@@ -698,7 +709,11 @@ impl Atom for Other {
     type Input = Value;
     type State = ();
     type Output = ();
-    fn step(&self, _: &mut (), _: AtomEvent<Value>, _: &mut Context<'_>) -> Result<Step<()>> {
+    type Tag = String;
+    fn start(&self, _: Value, _: &mut Context<'_>) -> Result<((), Step<()>)> {
+        Ok(((), Step::Suspend))
+    }
+    fn step(&self, _: &mut (), _: AtomEvent<String>, _: &mut Context<'_>) -> Result<Step<()>> {
         Ok(Step::Suspend)
     }
 }

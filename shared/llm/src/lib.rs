@@ -2,14 +2,16 @@
 //!
 //! Language model providers for playbooks ([`reanimate_core::playbook::Model`]):
 //! - [`OpenAiCompatible`]: any chat-completions endpoint (OpenAI, Ollama, vLLM, LM Studio);
+//! - [`bedrock::BedrockConverse`]: Amazon Bedrock's Converse API (IAM credentials, no key);
 //! - [`with_retries`] and [`Limits`]: the retry, backoff and concurrency policy every provider
-//!   shares (the Bedrock provider in `reanimate-aws` uses it too).
+//!   shares.
 //!
 //! Errors follow the runtime's taxonomy. Throttling (429) and server errors (5xx) are retried here
 //! with exponential backoff (honouring `Retry-After`). Once the attempts are spent they are
 //! *retryable*, so the message goes back to its queue and is tried again later. Anything else
 //! (400, 401, 404, an unreadable body) is *terminal*.
 
+pub mod bedrock;
 #[cfg(feature = "test-support")]
 pub mod mock_http;
 

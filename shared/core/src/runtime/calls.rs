@@ -20,7 +20,7 @@ use super::{Delivery, MAX_CONFLICT_ATTEMPTS};
 use crate::activity::{CallInfo, MAX_ACTIVITY_TRIES};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::{CommandSlot, FNV_OFFSET_BASIS, MessageId, fnv1a};
 use crate::ports::{Clock, Dispatcher, Inbox, InstanceStore, SaveOutcome, TimerService};
 use crate::record::{CallOutcome, Effect, InstanceRecord, MAX_RECORD_BYTES, PendingCall};
@@ -138,8 +138,8 @@ impl Draft<'_> {
         let tag = pending.tag.clone();
         self.record.waiting.calls.remove(&env.id);
         self.step(match outcome {
-            CallOutcome::Completed { output } => AtomEvent::CallCompleted { tag, output },
-            CallOutcome::Failed { reason } => AtomEvent::CallFailed { tag, reason },
+            CallOutcome::Completed { output } => RawEvent::CallCompleted { tag, output },
+            CallOutcome::Failed { reason } => RawEvent::CallFailed { tag, reason },
         })?;
         Ok(Gate::Apply)
     }

@@ -11,7 +11,7 @@ use super::draft::{Draft, Gate, Lowered, WaitChange};
 use super::plan::Plan;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event, ParentLink};
+use crate::event::{Event, ParentLink, RawEvent};
 use crate::ids::{CommandSlot, InstanceId};
 use crate::record::{Effect, InstanceRecord, LifecycleEvent, Status};
 use crate::time::Timestamp;
@@ -158,7 +158,7 @@ impl Draft<'_> {
             )));
         }
         self.cancelling = true;
-        self.step(AtomEvent::CancelRequested {
+        self.step(RawEvent::CancelRequested {
             reason: reason.clone(),
         })?;
         self.finish(Status::Cancelled, None, Some(cancel_reason(reason)));

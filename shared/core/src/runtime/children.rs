@@ -9,7 +9,7 @@
 use super::draft::{Draft, Gate, Lowered, WaitChange};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event, ParentLink};
+use crate::event::{Event, ParentLink, RawEvent};
 use crate::ids::{CommandSlot, InstanceId, MAX_DERIVED_ID_BYTES};
 use crate::record::{Effect, InstanceRecord, PendingChild, Status};
 use serde_json::Value;
@@ -179,7 +179,7 @@ impl Draft<'_> {
         } else {
             None
         };
-        self.step(AtomEvent::ChildProgress {
+        self.step(RawEvent::ChildProgress {
             child: child.clone(),
             tag: tag.clone(),
             seq: *seq,
@@ -196,14 +196,14 @@ impl Draft<'_> {
         let event = match finish {
             Event::ChildCompleted {
                 child, tag, output, ..
-            } => AtomEvent::ChildCompleted { child, tag, output },
+            } => RawEvent::ChildCompleted { child, tag, output },
             Event::ChildFailed {
                 child,
                 tag,
                 reason,
                 cancelled,
                 ..
-            } => AtomEvent::ChildFailed {
+            } => RawEvent::ChildFailed {
                 child,
                 tag,
                 reason,

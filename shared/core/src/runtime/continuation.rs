@@ -6,7 +6,7 @@
 use super::draft::{Draft, Gate, Lowered, WaitChange};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::CommandSlot;
 use crate::record::{Effect, InstanceRecord};
 use serde_json::Value;
@@ -44,7 +44,7 @@ impl Draft<'_> {
             return Ok(Gate::ignore("continuation is stale"));
         }
         self.record.waiting.continuation = None;
-        self.step(AtomEvent::Continue {
+        self.step(RawEvent::Continue {
             cursor: cursor.clone(),
         })?;
         Ok(Gate::Apply)

@@ -8,7 +8,7 @@ use super::{calls, cancellation, children, continuation, requests, signals, time
 use crate::atom::{Command, Context, DynAtom, StateIn, Step, StepOut, TypedState};
 use crate::envelope::{Envelope, MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::{CommandSlot, InstanceId, MessageId, RequestId};
 use crate::record::{
     Effect, InstanceRecord, LifecycleEvent, MAX_RECORD_BYTES, PendingCall, PendingChild,
@@ -123,17 +123,18 @@ impl<'a> Draft<'a> {
 
     /// Runs the atom's step and lowers its commands. A retryable error aborts the whole message; a
     /// terminal one fails the instance.
-    pub fn step(&mut self, event: AtomEvent<Value>) -> Result<()> {
+    pub fn step(&mut self, event: RawEvent) -> Result<()> {
         if self.finished {
             return Ok(());
         }
         // Taken, not borrowed: a step that fails leaves the decoded state dirty, so it is dropped.
         let decoded = self.decoded.take();
-        let state = if matches!(event, AtomEvent::Started(_)) {
+        let state = if matches!(event, RawEvent::Started(_)) {
             StateIn::Fresh
         } else {
             StateIn::Stored {
                 json: self.record.state.as_str(),
+                version: self.record.state_version,
                 decoded,
             }
         };
@@ -152,6 +153,7 @@ impl<'a> Draft<'a> {
         drop(ctx);
         let StepOut {
             json,
+            version,
             decoded,
             outcome,
         } = match result {
@@ -173,6 +175,7 @@ impl<'a> Draft<'a> {
             return Ok(());
         }
         self.record.state = json;
+        self.record.state_version = version;
         self.decoded = Some(decoded);
         if self.cancelling {
             return Ok(());

@@ -10,7 +10,7 @@ use super::{Disposition, Known, cancellation, children, timers};
 use crate::atom::{DynAtom, TypedState};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::record::{Effect, InstanceRecord};
 use crate::time::Timestamp;
 use std::time::Duration;
@@ -96,7 +96,7 @@ fn plan_absent(
             let fresh =
                 InstanceRecord::fresh(env.target.clone(), env.atom.clone(), parent.clone(), now);
             let mut draft = Draft::for_message(atom, fresh, now, known, env);
-            draft.step(AtomEvent::Started(input.clone()))?;
+            draft.step(RawEvent::Started(input.clone()))?;
             Ok(draft.into_plan())
         }
         Event::CancelRequested { reason } => {

@@ -15,7 +15,7 @@ use super::{Disposition, Runtime};
 use crate::atom::{Ask, RESERVED_TIMER_PREFIX};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::{CommandSlot, RequestId};
 use crate::ports::{Clock, Dispatcher, Inbox, InstanceStore, RequestStatus, TimerService};
 use crate::record::{Effect, InstanceRecord, PendingRequest, RequestOutcome, UserRequest};
@@ -99,7 +99,7 @@ impl Draft<'_> {
             request: request.clone(),
             outcome: RequestOutcome::Answered,
         });
-        self.step(AtomEvent::UserAnswered {
+        self.step(RawEvent::UserAnswered {
             request: request.clone(),
             kind: pending.kind,
             answer: answer.clone(),
@@ -119,7 +119,7 @@ impl Draft<'_> {
             request: request.clone(),
             outcome: RequestOutcome::Expired,
         });
-        self.step(AtomEvent::RequestExpired {
+        self.step(RawEvent::RequestExpired {
             request,
             kind: pending.kind,
         })?;

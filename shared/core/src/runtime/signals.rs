@@ -15,7 +15,7 @@ use super::draft::{Draft, Gate, Lowered};
 use crate::atom::InstanceRef;
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::CommandSlot;
 use crate::record::{Effect, InstanceRecord, SenderSignals, SeqSet};
 use serde_json::Value;
@@ -87,7 +87,7 @@ impl Draft<'_> {
             // From outside: the message id is the guard.
             _ => self.record.applied.remember(&env.id, self.now),
         }
-        self.step(AtomEvent::Signal {
+        self.step(RawEvent::Signal {
             name: name.clone(),
             payload: payload.clone(),
         })?;

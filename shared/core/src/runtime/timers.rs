@@ -8,7 +8,7 @@
 use super::draft::{Draft, Gate, Lowered, WaitChange};
 use crate::envelope::Envelope;
 use crate::error::{Error, Result};
-use crate::event::{AtomEvent, Event};
+use crate::event::{Event, RawEvent};
 use crate::ids::{CommandSlot, InstanceId, MessageId, TimerId};
 use crate::record::{Effect, InstanceRecord, PendingTimer};
 use crate::time::Timestamp;
@@ -197,7 +197,7 @@ impl Draft<'_> {
             // A recurring timer stays armed; each firing is its own message.
             pending.last_fired = Some(at);
             pending.due = at.plus(Duration::from_secs(every));
-            self.step(AtomEvent::TimerFired { name: name.clone() })?;
+            self.step(RawEvent::TimerFired { name: name.clone() })?;
             return Ok(Gate::Apply);
         }
         if pending.due > now {
@@ -213,7 +213,7 @@ impl Draft<'_> {
         match pending.deadline_of {
             Some(request) => self.expire_request(request),
             None => {
-                self.step(AtomEvent::TimerFired { name: name.clone() })?;
+                self.step(RawEvent::TimerFired { name: name.clone() })?;
                 Ok(Gate::Apply)
             }
         }

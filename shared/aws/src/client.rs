@@ -1,0 +1,248 @@
+//! [`StackClient`]: one client for everything outside a Lambda (the CLI, the demos, the figures
+//! tools, the tests). It connects from the stack's outputs alone: the `Routes` output says where
+//! every atom's queue is, so a client needs no atom registry.
+
+use crate::config::{StackConfig, read_outputs};
+use crate::counters::RequestCounters;
+use crate::dead_letters::{DeadLetterQueues, queues};
+use crate::dynamo::{DynamoInbox, DynamoStore, scan_instances};
+use crate::messaging::AwsDispatcher;
+use crate::secrets::SecretsManager;
+use crate::stack::{AwsRuntime, Clients, TokioClock};
+use reanimate_core::ports::{Clock, Inbox, InboxEntry, InstanceStore};
+use reanimate_core::{
+    Error, InstanceId, InstanceRecord, MessageId, Registry, RequestId, Result, client,
+};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often [`StackClient::wait_until`] looks again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// A deployed stack, as a client sees it.
+#[derive(Clone, Debug)]
+pub struct StackClient {
+    clients: Clients,
+    config: Arc<StackConfig>,
+    outputs: HashMap<String, String>,
+    counters: RequestCounters,
+    store: DynamoStore,
+    inbox: DynamoInbox,
+    dispatcher: AwsDispatcher,
+}
+
+impl StackClient {
+    /// The stack whose outputs `infra/deploy.py` wrote to `path`, with SDK clients from the
+    /// environment (`AWS_ENDPOINT_URL` for an emulator).
+    pub async fn connect(path: &str) -> Result<Self> {
+        let outputs = read_outputs(path)?;
+        Self::new(
+            Clients::from_env().await,
+            outputs,
+            RequestCounters::default(),
+        )
+    }
+
+    /// The stack described by `outputs`, through `clients`; requests are counted in `counters`.
+    pub fn new(
+        clients: Clients,
+        outputs: HashMap<String, String>,
+        counters: RequestCounters,
+    ) -> Result<Self> {
+        let config = Arc::new(StackConfig::from_stack_outputs(&outputs)?);
+        let (store, inbox, dispatcher) = crate::stack::adapters(&clients, &config, &counters);
+        Ok(Self {
+            clients,
+            config,
+            outputs,
+            counters,
+            store,
+            inbox,
+            dispatcher,
+        })
+    }
+
+    /// A stack output by name (`DigestBucket`, `EventBus`, …).
+    pub fn output(&self, key: &str) -> Result<&str> {
+        self.outputs
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::terminal(format!("the stack has no output {key}")))
+    }
+
+    pub fn outputs(&self) -> &HashMap<String, String> {
+        &self.outputs
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    pub fn config(&self) -> &Arc<StackConfig> {
+        &self.config
+    }
+
+    /// The CloudFormation stack's name (users' secrets are `reanimate/{name}/…`).
+    pub fn stack_name(&self) -> &str {
+        &self.config.stack
+    }
+
+    pub fn counters(&self) -> &RequestCounters {
+        &self.counters
+    }
+
+    pub fn store(&self) -> &DynamoStore {
+        &self.store
+    }
+
+    pub fn inbox(&self) -> &DynamoInbox {
+        &self.inbox
+    }
+
+    pub fn dispatcher(&self) -> &AwsDispatcher {
+        &self.dispatcher
+    }
+
+    /// The stack's secrets, named under this stack.
+    pub fn secrets(&self) -> SecretsManager {
+        SecretsManager::new(
+            self.clients.secrets.clone(),
+            self.counters.clone(),
+            self.config.stack.clone(),
+        )
+    }
+
+    /// The runtime over this stack's resources, for a harness that runs steps in this process
+    /// (tests, figures). A client that only sends and reads does not need one.
+    pub fn runtime(&self, registry: Registry) -> AwsRuntime {
+        crate::stack::runtime(
+            registry,
+            &self.clients,
+            Arc::clone(&self.config),
+            &self.counters,
+        )
+    }
+
+    /// Starts a root instance `id` of `atom` (message `start:{id}`: starting twice starts once).
+    pub async fn start(&self, atom: &str, id: &str, input: Value) -> Result<InstanceId> {
+        let instance = InstanceId::root(id)?;
+        self.config.route(atom)?;
+        let message = MessageId::new(format!("start:{id}"))?;
+        client::start(&self.dispatcher, message, instance.clone(), atom, input).await?;
+        Ok(instance)
+    }
+
+    /// Sends the signal `name` to an instance; `message` makes a retry of the same signal apply
+    /// once.
+    pub async fn signal(
+        &self,
+        instance: &InstanceId,
+        atom: &str,
+        name: &str,
+        payload: Value,
+        message: MessageId,
+    ) -> Result<()> {
+        client::signal(
+            &self.dispatcher,
+            message,
+            instance.clone(),
+            atom,
+            name,
+            payload,
+        )
+        .await
+    }
+
+    /// Asks an instance (and everything it started) to cancel.
+    pub async fn cancel(&self, instance: &InstanceId, atom: &str, reason: &str) -> Result<()> {
+        let message = MessageId::new(format!("cancel:{instance}"))?;
+        client::cancel(&self.dispatcher, message, instance.clone(), atom, reason).await
+    }
+
+    /// Answers a user request as a person would: checked against its schema, decided by the
+    /// inbox, `writeOnly` fields kept in Secrets Manager (see `client::answer_with_secrets`).
+    pub async fn answer(&self, request: &RequestId, answer: Value) -> Result<()> {
+        let secrets = self.secrets();
+        client::answer_with_secrets(
+            &self.inbox,
+            &self.dispatcher,
+            &TokioClock,
+            Some(&secrets),
+            request,
+            answer,
+        )
+        .await
+    }
+
+    /// One instance's record, if it exists.
+    pub async fn load(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
+        self.store.load(id).await
+    }
+
+    /// Every instance record, sorted by id (a consistent scan: for tools and tests, not for a
+    /// hot path).
+    pub async fn list(&self) -> Result<Vec<InstanceRecord>> {
+        scan_instances(&self.clients.dynamodb, &self.config.instances_table).await
+    }
+
+    /// `root` and everything it started, transitively.
+    pub async fn family(&self, root: &InstanceId) -> Result<Vec<InstanceRecord>> {
+        let all = self.list().await?;
+        let mut pending = vec![root.clone()];
+        let mut family = Vec::new();
+        while let Some(id) = pending.pop() {
+            for record in &all {
+                if record.id == id {
+                    family.push(record.clone());
+                }
+                if record.parent.as_ref().is_some_and(|p| p.id == id) {
+                    pending.push(record.id.clone());
+                }
+            }
+        }
+        Ok(family)
+    }
+
+    /// The user's open requests, oldest first.
+    pub async fn open_requests(&self) -> Result<Vec<InboxEntry>> {
+        self.inbox.list_open().await
+    }
+
+    pub async fn request(&self, id: &RequestId) -> Result<Option<InboxEntry>> {
+        self.inbox.get(id).await
+    }
+
+    /// Polls `id` until `done` holds for its record (bounded by `limit`): how clients and tests
+    /// wait for a deployed stack, never by sleeping a fixed time.
+    pub async fn wait_until(
+        &self,
+        id: &InstanceId,
+        limit: Duration,
+        done: impl Fn(&InstanceRecord) -> bool,
+    ) -> Result<InstanceRecord> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let record = self.load(id).await?;
+            if let Some(record) = record.filter(|r| done(r)) {
+                return Ok(record);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::retryable(format!(
+                    "instance {id} did not reach the expected state within {limit:?}"
+                )));
+            }
+            TokioClock.sleep(POLL).await;
+        }
+    }
+
+    /// The dead-letter queues of every deployed atom.
+    pub fn dead_letters(&self) -> DeadLetterQueues {
+        DeadLetterQueues::new(
+            self.clients.sqs.clone(),
+            queues(&self.outputs),
+            self.counters.clone(),
+        )
+    }
+}
