@@ -733,7 +733,12 @@ def atom_resources(a: Function, functions: list[Function], sweeper: Function, en
         },
         f"{n}LogGroup": log_group(),
         f"{n}Role": role("lambda.amazonaws.com", f"{a.atom}-atom", statements),
-        f"{n}Function": function(n, p["timeout"], {"REANIMATE_DEAD_LETTER_URL": ref(f"{n}DeadLetters"), **env}),
+        # REANIMATE_USES: the function builds only the clients its declaration lets it use.
+        f"{n}Function": function(
+            n,
+            p["timeout"],
+            {"REANIMATE_DEAD_LETTER_URL": ref(f"{n}DeadLetters"), "REANIMATE_USES": ",".join(a.uses), **env},
+        ),
         f"{n}Trigger": {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": {

@@ -486,12 +486,7 @@ async fn a_thousand_children_finishing_in_the_same_second_are_all_counted() {
     assert_eq!(output["completed_sum"], sum);
     assert_eq!(output["progress_sum"], sum);
     // When the children finished: within a few seconds of each other.
-    let records = reanimate_aws::dynamo::scan_instances(
-        &stack.clients.dynamodb,
-        &stack.outputs["InstancesTable"],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let records = stack.stack.list().await.unwrap_or_else(|e| panic!("{e}"));
     let finished: Vec<u64> = records
         .iter()
         .filter(|r| r.parent.as_ref().is_some_and(|p| p.id.as_str() == parent))

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Failure, RawEvent};
 use crate::ids::{InstanceId, RequestId};
-use crate::payload::{CallType, Payload, decode_tag, encode_tag};
+use crate::payload::{CallType, Payload, check_tag, decode_tag, encode_tag};
 use crate::time::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -170,6 +170,9 @@ pub struct Context<'a> {
     /// Index of this step's first command within the version (a message can apply several steps).
     pub(crate) first_index: u32,
     pub(crate) error: Option<Error>,
+    /// The tags given to children and calls in this step, encoded and as values, to check that
+    /// each comes back as the same tag.
+    tags: Vec<(String, Value)>,
 }
 
 impl<'a> Context<'a> {
@@ -187,6 +190,7 @@ impl<'a> Context<'a> {
             continuation: None,
             first_index,
             error: None,
+            tags: Vec::new(),
         }
     }
 
@@ -248,10 +252,21 @@ impl<'a> Context<'a> {
     }
 
     fn encode_tag(&mut self, tag: &impl Serialize) -> String {
-        encode_tag(tag).unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            String::new()
-        })
+        let encoded = encode_tag(tag).and_then(|text| {
+            let value = serde_json::to_value(tag)
+                .map_err(|e| Error::terminal(format!("cannot encode a tag: {e}")))?;
+            Ok((text, value))
+        });
+        match encoded {
+            Ok((text, value)) => {
+                self.tags.push((text.clone(), value));
+                text
+            }
+            Err(e) => {
+                self.error.get_or_insert(e);
+                String::new()
+            }
+        }
     }
 
     /// Arms (or re-arms) the timer `name` to fire at `at`.
@@ -430,8 +445,9 @@ fn load_state<A: Atom>(atom: &A, json: &str, version: u32) -> Result<A::State> {
         return serde_json::from_str(json).map_err(undecodable);
     }
     if version > A::STATE_VERSION {
-        // Written by newer code than this process runs (a deploy in progress, or rolled back):
-        // another delivery may reach the newer code; this one must not overwrite its state.
+        // Written by newer code than this process runs (a deploy in progress): another delivery
+        // may reach the newer code; this one must not overwrite its state. After a rollback the
+        // message is retried until it dead-letters, kept for a redrive once the newer code is back.
         return Err(Error::retryable(format!(
             "{}'s state is at version {version}, newer than this code's {}",
             A::TYPE,
@@ -491,6 +507,9 @@ impl<A: Atom> DynAtom for A {
                     (typed, outcome, json.len())
                 }
             };
+        for (text, value) in std::mem::take(&mut ctx.tags) {
+            check_tag::<A::Tag>(&text, &value)?;
+        }
         let outcome = match outcome {
             Step::Suspend => Step::Suspend,
             Step::Fail(reason) => Step::Fail(reason),

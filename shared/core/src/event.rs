@@ -4,7 +4,7 @@
 //! [`Envelope`]: crate::envelope::Envelope
 
 use crate::ids::{InstanceId, RequestId, TimerId};
-use crate::payload::Payload;
+use crate::payload::{Payload, encode_tag};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -272,24 +272,26 @@ pub enum Failure<T> {
     Call { tag: T, reason: String },
 }
 
-impl<T: fmt::Debug> Failure<T> {
+impl<T: Serialize + fmt::Debug> Failure<T> {
     pub fn tag(&self) -> &T {
         match self {
             Failure::Child { tag, .. } | Failure::Call { tag, .. } => tag,
         }
     }
 
-    /// What the instance fails with when the failure propagates.
+    /// What the instance fails with when the failure propagates: `{tag} failed: {reason}`, the
+    /// tag as it is on the wire and in the history (`rank-3`).
     pub fn reason(&self) -> String {
+        let tag = encode_tag(self.tag()).unwrap_or_else(|_| format!("{:?}", self.tag()));
         match self {
             Failure::Child {
-                tag,
                 reason,
                 cancelled: true,
                 ..
-            } => format!("child {tag:?} was cancelled: {reason}"),
-            Failure::Child { tag, reason, .. } => format!("child {tag:?} failed: {reason}"),
-            Failure::Call { tag, reason } => format!("call {tag:?} failed: {reason}"),
+            } => format!("{tag} was cancelled: {reason}"),
+            Failure::Child { reason, .. } | Failure::Call { reason, .. } => {
+                format!("{tag} failed: {reason}")
+            }
         }
     }
 }

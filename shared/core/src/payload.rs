@@ -96,6 +96,22 @@ pub fn encode_tag(tag: &impl Serialize) -> Result<String> {
     })
 }
 
+/// Checks that `text`, the encoding of the tag `value`, decodes as `T` back to the same value:
+/// run when a child or call is asked for, so a tag the atom could not recognise later (two
+/// variants whose encodings collide, a value `T` cannot hold) fails the step that made it, not
+/// the step that receives the child's result.
+pub fn check_tag<T: Serialize + DeserializeOwned>(text: &str, value: &Value) -> Result<()> {
+    let back = decode_tag::<T>(text)
+        .and_then(|tag| serde_json::to_value(tag).map_err(|e| Error::terminal(e.to_string())));
+    match back {
+        Ok(back) if &back == value => Ok(()),
+        _ => Err(Error::terminal(format!(
+            "the tag {value} (on the wire {text:?}) does not come back as the same {}: give the variants encodings that differ",
+            type_name::<T>()
+        ))),
+    }
+}
+
 /// The tag `T` that [`encode_tag`] encoded as `text`.
 pub fn decode_tag<T: DeserializeOwned>(text: &str) -> Result<T> {
     let attempt = |value: Value| serde_json::from_value::<T>(value).ok();
@@ -105,10 +121,10 @@ pub fn decode_tag<T: DeserializeOwned>(text: &str) -> Result<T> {
                 let (name, rest) = (&text[..at], &text[at + 1..]);
                 let variant =
                     |scalar| attempt(Value::Object(Map::from_iter([(name.to_string(), scalar)])));
-                rest.parse::<u64>()
+                serde_json::from_str::<serde_json::Number>(rest)
                     .ok()
                     .filter(|n| n.to_string() == rest)
-                    .and_then(|n| variant(Value::from(n)))
+                    .and_then(|n| variant(Value::Number(n)))
                     .or_else(|| variant(Value::String(rest.to_string())))
             })
         })
@@ -149,6 +165,30 @@ mod tests {
             assert_eq!(decode_tag::<Tag>(text).unwrap(), tag, "{text}");
         }
         assert_eq!(decode_tag::<String>("rank-3").unwrap(), "rank-3");
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    enum Colliding {
+        Digest(String),
+        DigestRetry(u64),
+        Offset(i64),
+    }
+
+    #[test]
+    fn a_tag_that_would_come_back_as_another_is_refused_where_it_is_made() {
+        let check = |tag: &Colliding| {
+            let text = encode_tag(tag).unwrap();
+            check_tag::<Colliding>(&text, &serde_json::to_value(tag).unwrap())
+        };
+        assert!(check(&Colliding::Digest("2026-01-05".into())).is_ok());
+        assert!(
+            check(&Colliding::Offset(-3)).is_ok(),
+            "negative numbers round-trip"
+        );
+        let error = check(&Colliding::DigestRetry(3)).unwrap_err();
+        assert!(!error.is_retryable());
+        assert!(error.reason.contains("digest-retry-3"), "{}", error.reason);
     }
 
     #[test]

@@ -158,8 +158,64 @@ fn a_childs_failure_the_parent_does_not_handle_fails_the_parent_with_the_reason(
         assert_eq!(sum.status, Status::Failed, "seed {seed}");
         let error = sum.error.unwrap_or_default();
         assert!(
-            error.contains("child Broken failed") && error.contains("the disk is full"),
+            error.contains("broken failed: the disk is full"),
             "seed {seed}: {error}"
         );
     }
+}
+
+/// Names a child with a tag whose encoding another of its variants would claim.
+struct Colliding;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum CollidingTag {
+    Digest(String),
+    DigestRetry(u64),
+}
+
+impl Atom for Colliding {
+    const TYPE: &'static str = "colliding";
+    type Input = ();
+    type State = ();
+    type Output = ();
+    type Tag = CollidingTag;
+
+    fn start(&self, _: (), ctx: &mut Context<'_>) -> Result<((), Step<()>)> {
+        ctx.spawn::<Double>(CollidingTag::DigestRetry(3), &1);
+        Ok(((), Step::Suspend))
+    }
+
+    fn step(
+        &self,
+        _: &mut (),
+        _: AtomEvent<CollidingTag>,
+        _: &mut Context<'_>,
+    ) -> Result<Step<()>> {
+        Ok(Step::Suspend)
+    }
+}
+
+#[test]
+fn a_tag_that_would_come_back_as_another_fails_the_step_that_made_it() {
+    let registry = Registry::new().with(Colliding).with(Double);
+    let mut sim = Simulation::new(registry, 1, Faults::none());
+    sim.send(Envelope::start(
+        MessageId::new("start").unwrap_or_else(|e| panic!("{e}")),
+        InstanceId::new("c").unwrap_or_else(|e| panic!("{e}")),
+        "colliding",
+        json!(null),
+    ));
+    sim.run(&mut SilentUser).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = sim.snapshot();
+    let colliding = &snapshot["c"];
+    assert_eq!(colliding.status, Status::Failed);
+    let error = colliding.error.clone().unwrap_or_default();
+    assert!(error.contains("digest-retry-3"), "{error}");
+    assert_eq!(
+        snapshot.len(),
+        1,
+        "no child was started: {:?}",
+        snapshot.keys()
+    );
 }

@@ -3,7 +3,7 @@
 
 use crate::digest::{DigestStore, Mailer, OutgoingMail};
 use crate::gmail::{GMAIL_API, GmailSource};
-use crate::mail::{Mailboxes, MaildirSource};
+use crate::mail::{MailSource, Mailboxes, MaildirSource};
 use crate::offline::OfflineHeuristicModel;
 use reanimate_aws::errors::classify;
 use reanimate_aws::secrets::SecretsManager;
@@ -252,11 +252,20 @@ pub async fn models_from_env(
     }
 }
 
+/// Whether this function's declaration (`uses` in its `functions/<atom>/Cargo.toml`, passed as
+/// `REANIMATE_USES` by the template) lets it call models. Unset (an older template, a local
+/// run): yes.
+fn declared_to_use_models() -> bool {
+    std::env::var("REANIMATE_USES").map_or(true, |uses| uses.split(',').any(|u| u == "models"))
+}
+
 /// Every activity the email atoms call, from the environment the template sets:
 /// `REANIMATE_DIGEST_BUCKET`, `REANIMATE_DIGEST_FROM` (the SES sender; unset: digests are only
 /// stored), `REANIMATE_MAIL_ROOT` (Maildir mailboxes, optional),
 /// `REANIMATE_GMAIL_API` (default the public API; tokens come from Secrets Manager) and the model
-/// variables of [`models_from_env`].
+/// variables of [`models_from_env`]. A function not declared to use models gets no model
+/// activities and never reads the model's key (its role may not): an atom that asks a model
+/// there fails at once with the reason, rather than running on a model nobody configured for it.
 pub fn activities<'a>(
     clients: &'a Clients,
     counters: &'a RequestCounters,
@@ -265,41 +274,45 @@ pub fn activities<'a>(
 }
 
 async fn build_activities(clients: &Clients, counters: &RequestCounters) -> Result<Activities> {
-    let (standard, strong) = models_from_env(clients, counters).await?;
     let stack = env("REANIMATE_STACK_NAME")?;
     let digests = S3Digests::new(
         clients.s3.clone(),
         env("REANIMATE_DIGEST_BUCKET")?,
         counters.clone(),
     );
-    Ok(crate::activities(
-        standard,
-        strong,
-        Arc::new(Mailboxes {
-            secret_namespace: stack.clone(),
-            maildir: optional_env("REANIMATE_MAIL_ROOT").map(MaildirSource::new),
-            gmail: Some(GmailSource::new(
-                &std::env::var("REANIMATE_GMAIL_API").unwrap_or_else(|_| GMAIL_API.into()),
-                // Without a client id, Maildir still works and a Gmail mailbox fails with why.
-                crate::oauth::OAuthClient {
-                    token_url: optional_env("REANIMATE_GMAIL_TOKEN_URL")
-                        .unwrap_or_else(|| crate::oauth::GOOGLE_TOKEN_URL.into()),
-                    ..crate::oauth::OAuthClient::google(
-                        optional_env("REANIMATE_GMAIL_CLIENT_ID").unwrap_or_default(),
-                        optional_env("REANIMATE_GMAIL_CLIENT_SECRET"),
-                    )
-                },
-                Arc::new(SecretsManager::new(
-                    clients.secrets.clone(),
-                    counters.clone(),
-                    stack.clone(),
-                )),
-                reanimate_llm::Limits::default(),
-            )?),
-        }),
-        Arc::new(digests),
-        optional_env("REANIMATE_DIGEST_FROM").map(|from| {
-            Arc::new(SesMailer::new(clients.ses.clone(), from, counters.clone())) as Arc<dyn Mailer>
-        }),
-    ))
+    let mail: Arc<dyn MailSource> = Arc::new(Mailboxes {
+        secret_namespace: stack.clone(),
+        maildir: optional_env("REANIMATE_MAIL_ROOT").map(MaildirSource::new),
+        gmail: Some(GmailSource::new(
+            &std::env::var("REANIMATE_GMAIL_API").unwrap_or_else(|_| GMAIL_API.into()),
+            // Without a client id, Maildir still works and a Gmail mailbox fails with why.
+            crate::oauth::OAuthClient {
+                token_url: optional_env("REANIMATE_GMAIL_TOKEN_URL")
+                    .unwrap_or_else(|| crate::oauth::GOOGLE_TOKEN_URL.into()),
+                ..crate::oauth::OAuthClient::google(
+                    optional_env("REANIMATE_GMAIL_CLIENT_ID").unwrap_or_default(),
+                    optional_env("REANIMATE_GMAIL_CLIENT_SECRET"),
+                )
+            },
+            Arc::new(SecretsManager::new(
+                clients.secrets.clone(),
+                counters.clone(),
+                stack.clone(),
+            )),
+            reanimate_llm::Limits::default(),
+        )?),
+    });
+    let mailer = optional_env("REANIMATE_DIGEST_FROM").map(|from| {
+        Arc::new(SesMailer::new(clients.ses.clone(), from, counters.clone())) as Arc<dyn Mailer>
+    });
+    let without_models = crate::mail::activities(Arc::clone(&mail))
+        .merge(crate::digest::activities(Arc::new(digests), mailer));
+    if !declared_to_use_models() {
+        return Ok(without_models);
+    }
+    let (standard, strong) = models_from_env(clients, counters).await?;
+    let models = reanimate_core::playbook::ModelActivities::new(standard, strong);
+    Ok(without_models
+        .merge(models.clone().activities())
+        .merge(crate::rank::activities(models, mail)))
 }
