@@ -1,4 +1,4 @@
-//! The atom API: a typed, deterministic state machine with one `step`.
+//! The atom API: a typed, deterministic state machine (`start` from its input, `step` per event).
 
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Failure, RawEvent};
