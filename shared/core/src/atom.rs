@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::event::{AtomEvent, Failure, RawEvent};
 use crate::ids::{InstanceId, RequestId};
-use crate::payload::{CallType, Payload, check_tag, decode_tag, encode_tag};
+use crate::payload::{CallType, Payload, check_tag, decode_tag, tag_text};
 use crate::time::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -251,22 +251,13 @@ impl<'a> Context<'a> {
         child
     }
 
+    /// The tag as it goes on the wire, serialised once: its value is kept for the check that it
+    /// comes back as itself.
     fn encode_tag(&mut self, tag: &impl Serialize) -> String {
-        let encoded = encode_tag(tag).and_then(|text| {
-            let value = serde_json::to_value(tag)
-                .map_err(|e| Error::terminal(format!("cannot encode a tag: {e}")))?;
-            Ok((text, value))
-        });
-        match encoded {
-            Ok((text, value)) => {
-                self.tags.push((text.clone(), value));
-                text
-            }
-            Err(e) => {
-                self.error.get_or_insert(e);
-                String::new()
-            }
-        }
+        let value = self.encode("tag", tag);
+        let text = tag_text(&value);
+        self.tags.push((text.clone(), value));
+        text
     }
 
     /// Arms (or re-arms) the timer `name` to fire at `at`.
@@ -507,8 +498,12 @@ impl<A: Atom> DynAtom for A {
                     (typed, outcome, json.len())
                 }
             };
-        for (text, value) in std::mem::take(&mut ctx.tags) {
-            check_tag::<A::Tag>(&text, &value)?;
+        // A step that already failed to encode something fails with that reason instead.
+        let tags = std::mem::take(&mut ctx.tags);
+        if ctx.error.is_none() {
+            for (text, value) in tags {
+                check_tag::<A::Tag>(&text, &value)?;
+            }
         }
         let outcome = match outcome {
             Step::Suspend => Step::Suspend,

@@ -85,15 +85,20 @@ pub trait CallType {
 pub fn encode_tag(tag: &impl Serialize) -> Result<String> {
     let value = serde_json::to_value(tag)
         .map_err(|e| Error::terminal(format!("cannot encode a tag: {e}")))?;
-    Ok(match value {
-        Value::String(s) => s,
+    Ok(tag_text(&value))
+}
+
+/// [`encode_tag`] of a tag already serialised to `value`.
+pub fn tag_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
         Value::Object(map) if map.len() == 1 => match map.iter().next() {
             Some((name, Value::String(s))) => format!("{name}-{s}"),
             Some((name, Value::Number(n))) => format!("{name}-{n}"),
-            _ => Value::Object(map).to_string(),
+            _ => value.to_string(),
         },
         other => other.to_string(),
-    })
+    }
 }
 
 /// Checks that `text`, the encoding of the tag `value`, decodes as `T` back to the same value:
