@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Seeds of the fault-injection simulation run by `make test` (SIM_SEEDS=10000 for a long run).
 SIM_SEEDS ?= 1000
 
-.PHONY: test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-layers unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
+.PHONY: browser-install test deploy demo-live stack-figures email-figures integration integ stress soak lambdas template-lint lint check-layers unit localstack-install localstack-start localstack-stop localstack-tests demo bench clean
 
 # cargo-lambda builds the functions for x86_64-unknown-linux-gnu. On such a host every cargo call
 # here names that target and cargo-lambda compiles with plain cargo (no zig), so the tests and the
@@ -23,7 +23,7 @@ VENV := .venv
 # Ends with one "N passed, N failed" line over every test run.
 # The LocalStack venv installs (mostly downloads) while clippy compiles.
 test:
-	@$(MAKE) --no-print-directory -j2 lint localstack-install
+	@$(MAKE) --no-print-directory -j2 lint localstack-install browser-install
 	@$(MAKE) --no-print-directory check-layers unit localstack-tests integration integ
 	@tools/test-summary $(LOGS)
 
@@ -53,7 +53,7 @@ integration: localstack-install
 
 # The stack deployed on an emulator (started here unless AWS_ENDPOINT_URL answers), tested
 # through SQS → Lambda → DynamoDB/SQS/Scheduler.
-integ: localstack-install lambdas template-lint
+integ: localstack-install browser-install lambdas template-lint
 	@mkdir -p $(LOGS)
 	set -o pipefail; localstack/stack with tools/integ 2>&1 | tee $(LOGS)/integ.log
 
@@ -94,6 +94,15 @@ template-lint: localstack-install
 
 localstack-install:
 	localstack/stack install
+
+# The web tests drive a real browser: Debian's chromium and its chromedriver (never a download at
+# run time). Installed once, with apt-get (through sudo when not root).
+browser-install:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+	@chromedriver --version
 
 localstack-start:
 	localstack/stack start

@@ -12,7 +12,12 @@ other resource policies, trust policies) is checked, through both branches of ev
 Deny statements may use wildcards: they are how the TLS-only and only-the-stack-sends guards are
 written. A role's ManagedPolicyArns cannot be inspected here, so they are refused too.
 
-Exceptions are listed in EXCEPTIONS, each with its reason; the template needs none today."""
+Lambda permissions (AWS::Lambda::Permission, statements of a function's resource policy) are checked
+too: no wildcard action, and none for any principal (`*`) except the two a public function URL needs
+(lambda:InvokeFunctionUrl with FunctionUrlAuthType NONE, lambda:InvokeFunction only via the URL),
+and only for a function listed in PUBLIC_URLS.
+
+Exceptions are listed in EXCEPTIONS and PUBLIC_URLS, each with its reason."""
 
 import pathlib
 import re
@@ -28,6 +33,12 @@ DATA_SERVICES = {"dynamodb", "sqs", "s3", "secretsmanager", "scheduler", "events
 # (resource logical id, action) pairs allowed a wildcard resource, with why. None needed today;
 # e.g. cloudwatch:PutMetricData (which has no resource-level permissions) would go here.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
+
+# Functions anyone may invoke through their function URL (AuthType NONE), with why that is safe.
+PUBLIC_URLS = {
+    "InboxFunction": "the web inbox and operator console: the app authenticates every request itself "
+    "(signed capability links for end users, signed sessions for operators)",
+}
 
 
 class Loader(yaml.SafeLoader):
@@ -106,11 +117,39 @@ def wildcard_resource(resource: str) -> bool:
     return len(parts) == 6 and parts[0] == "arn" and parts[5] in ("*", "")
 
 
+def through_function_url(properties: dict) -> bool:
+    """Whether a Lambda permission only opens the function's URL, unauthenticated (AuthType NONE)."""
+    action = properties.get("Action")
+    if action == "lambda:InvokeFunctionUrl":
+        return properties.get("FunctionUrlAuthType") == "NONE"
+    return action == "lambda:InvokeFunction" and properties.get("InvokedViaFunctionUrl") in (True, "true")
+
+
+def permission_problems(logical: str, properties: dict) -> list[str]:
+    """An AWS::Lambda::Permission: who may call the function, outside IAM policies."""
+    found = []
+    action = text(properties.get("Action"))
+    if "*" in action:
+        found.append(f"{logical}: wildcard action {action!r}")
+    if properties.get("Principal") != "*":
+        return found
+    target = properties.get("FunctionName")
+    function = target.get("Ref") if isinstance(target, dict) else target
+    if not through_function_url(properties):
+        found.append(f"{logical}: {action} for any principal ('*')")
+    elif function not in PUBLIC_URLS:
+        found.append(f"{logical}: a public function URL for {function!r}, which PUBLIC_URLS does not list")
+    return found
+
+
 def problems(template: dict) -> list[str]:
     found = []
     checked = 0
     for logical, resource in (template.get("Resources") or {}).items():
         properties = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Lambda::Permission":
+            checked += 1
+            found += permission_problems(logical, properties)
         if properties.get("ManagedPolicyArns"):
             found.append(f"{logical}: ManagedPolicyArns cannot be checked here; write the statements inline")
         for where, doc in policy_documents(properties, logical):
@@ -145,12 +184,18 @@ def check(path: pathlib.Path) -> int:
         print(f"check_iam: {path.name}: {problem}", file=sys.stderr)
     if found:
         return 1
-    print(f"check_iam: {path.name}: no wildcard action, no wildcard resource on a data service")
+    print(f"check_iam: {path.name}: no wildcard action, no wildcard resource on a data service, no function open to anyone but through a listed URL")
     return 0
 
 
 SELF_TEST = """
 Resources:
+  UrlPermission:
+    Type: AWS::Lambda::Permission
+    Properties: {Action: lambda:InvokeFunctionUrl, FunctionName: !Ref InboxFunction, Principal: "*", FunctionUrlAuthType: NONE}
+  UrlInvokePermission:
+    Type: AWS::Lambda::Permission
+    Properties: {Action: lambda:InvokeFunction, FunctionName: !Ref InboxFunction, Principal: "*", InvokedViaFunctionUrl: true}
   Role:
     Type: AWS::IAM::Role
     Properties:
@@ -172,6 +217,15 @@ Resources:
         Statement:
           - {Effect: Allow, Principal: "*", Action: [sqs:SendMessage], Resource: "*"}
           - {Effect: Allow, NotAction: iam:PassRole, Resource: !GetAtt Queue.Arn}
+  PublicInvoke:
+    Type: AWS::Lambda::Permission
+    Properties: {Action: lambda:InvokeFunction, FunctionName: !Ref InboxFunction, Principal: "*"}
+  IamUrlForAnyone:
+    Type: AWS::Lambda::Permission
+    Properties: {Action: lambda:InvokeFunctionUrl, FunctionName: !Ref InboxFunction, Principal: "*", FunctionUrlAuthType: AWS_IAM}
+  OtherPublicUrl:
+    Type: AWS::Lambda::Permission
+    Properties: {Action: lambda:InvokeFunctionUrl, FunctionName: !Ref Other, Principal: "*", FunctionUrlAuthType: NONE}
 """
 EXPECTED = [
     "Role.Policies[0].PolicyDocument: wildcard action 's3:*'",
@@ -179,6 +233,9 @@ EXPECTED = [
     "'arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:*'",
     "Policy.PolicyDocument: sqs:SendMessage on wildcard resource '*'",
     "Policy.PolicyDocument: an Allow with NotAction grants every other action",
+    "PublicInvoke: lambda:InvokeFunction for any principal ('*')",
+    "IamUrlForAnyone: lambda:InvokeFunctionUrl for any principal ('*')",
+    "OtherPublicUrl: a public function URL for 'Other', which PUBLIC_URLS does not list",
 ]
 
 

@@ -4,7 +4,8 @@
     python infra/deploy.py [--stack NAME] [--outputs FILE] [--max-queue-delay SECONDS]
 
 Zips each function's bootstrap (<cargo target dir>/lambda/<bin>/bootstrap, for every crate under
-functions/), uploads the zips to an artifacts bucket named after the account and region, creates or
+functions/; one zip per crate, so the web crate's `inbox` serves both InboxFunction and
+NotifyFunction, which the template points at the same InboxCodeKey), uploads the zips to an artifacts bucket named after the account and region, creates or
 updates the CloudFormation stack, waits for it, and writes its outputs as JSON (for the integration
 tests and the CLI). Every request on the bucket names the caller's account as its expected owner:
 a bucket of that name owned by anyone else is refused, never used. Endpoint and credentials come
@@ -162,6 +163,8 @@ def main() -> int:
             print(f"deploy: {bootstrap(f)} is missing (functions/{f.dir})", file=sys.stderr)
         print("deploy: build the functions first: make lambdas (cargo lambda build)", file=sys.stderr)
         return 1
+    # One zip and one {Name}CodeKey per crate: functions sharing a crate's bootstrap (the web
+    # inbox and the notifier) name the same key in the template.
     for f in functions:
         body = zipped(bootstrap(f))
         key = f"{f.dir}-{hashlib.sha256(body).hexdigest()[:16]}.zip"

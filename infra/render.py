@@ -7,19 +7,24 @@
 Each crate under functions/ declares what its Lambda needs in its Cargo.toml:
 
     [package.metadata.reanimate]
-    atom = "countdown"                      # the atom type it serves (or `sweeper = true`)
+    atom = "countdown"                      # the atom type it serves (or `sweeper = true`, `web = true`)
     profile = "steps"                       # how it is sized: steps | activities (PROFILES below)
     sends_to = ["countdown", "fan-out"]     # atom types whose queues its steps send to
     uses = []                               # more it may call: models | mail | mail-disconnect | digests
 
 From those, per atom: a queue (whose policy admits only the roles that send to it) with a
 dead-letter queue and an alarm, a log group, a least-privilege role, a function and an event
-source mapping. The sweeper is one more function, invoked every minute by a schedule. Adding a
-crate under functions/ is the only step: the deploy (infra/deploy.py) and the Makefile find the
-functions the same way. The template is built as data and written with PyYAML."""
+source mapping. The sweeper is one more function, invoked every minute by a schedule. The web
+crate (`web = true`, exactly one, declaring nothing else) is two functions from one bootstrap: the
+web inbox and operator console behind a public function URL (it authenticates every request
+itself), and the notifier fed by the notify queue, where saved steps announce requests that name a
+person. Adding a crate under functions/ is the only step: the deploy (infra/deploy.py) and the
+Makefile find the functions the same way. The template is built as data and written with PyYAML,
+and every function's environment is checked against Lambda's 4 KB limit (ENV_LIMIT)."""
 
 import json
 import pathlib
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -41,6 +46,12 @@ PROFILES = {
     "activities": dict(timeout=300, batch=4, window=0, visibility=1800, concurrency=5),
 }
 LOG_RETENTION_DAYS = 30
+# The notify queue: saved steps announce there the requests that name a person, and the notifier
+# emails them a link. Named like an atom's queue (NotifyQueue, NotifyDeadLetters, their outputs) so
+# that `reanimate dead-letters` lists and redrives it as "notify"; sized as the step functions (an
+# email per record).
+NOTIFY = "notify"
+NOTIFY_PROFILE = PROFILES["steps"]
 
 
 # --- CloudFormation intrinsics, written as their short tags ---------------------------------------
@@ -167,8 +178,9 @@ def pascal(name: str) -> str:
 class Function:
     dir: str  # functions/<dir>; the crate is reanimate-fn-<dir>
     bin: str  # its [[bin]]: cargo-lambda writes <target>/lambda/<bin>/bootstrap
-    name: str  # CloudFormation prefix: PascalCase of the atom type (Sweeper for the sweeper)
-    atom: str | None  # None for the sweeper
+    name: str  # CloudFormation prefix: PascalCase of the atom type (of the directory for the others)
+    kind: str  # atom | sweeper | web
+    atom: str | None  # None for the sweeper and the web crate
     profile: dict | None
     sends_to: tuple[str, ...]
     uses: tuple[str, ...]
@@ -192,16 +204,20 @@ def _load(cargo: pathlib.Path) -> Function:
     meta = package.get("metadata", {}).get("reanimate")
     if meta is None:
         raise DeclarationError(f"{where}: has no [package.metadata.reanimate] table (see infra/render.py)")
-    known = {"atom", "sweeper", "profile", "sends_to", "uses"}
+    known = {"atom", "sweeper", "web", "profile", "sends_to", "uses"}
     if unknown := sorted(set(meta) - known):
         raise DeclarationError(f"{where}: unknown keys in [package.metadata.reanimate]: {', '.join(unknown)}")
     if meta.get("sweeper") is True:
         if set(meta) != {"sweeper"}:
             raise DeclarationError(f"{where}: the sweeper declares only `sweeper = true` (it sends what any atom sends)")
-        return Function(directory, bins[0]["name"], pascal(directory), None, None, (), ())
+        return Function(directory, bins[0]["name"], pascal(directory), "sweeper", None, None, (), ())
+    if meta.get("web") is True:
+        if set(meta) != {"web"}:
+            raise DeclarationError(f"{where}: the web crate declares only `web = true` (its needs are fixed: web_resources)")
+        return Function(directory, bins[0]["name"], pascal(directory), "web", None, None, (), ())
     atom = meta.get("atom")
     if not isinstance(atom, str) or not atom:
-        raise DeclarationError(f"{where}: declare `atom = \"<type>\"` (or `sweeper = true`)")
+        raise DeclarationError(f"{where}: declare `atom = \"<type>\"` (or `sweeper = true`, `web = true`)")
     profile = meta.get("profile")
     if profile not in PROFILES:
         raise DeclarationError(f"{where}: profile must be one of {', '.join(PROFILES)}, not {profile!r}")
@@ -215,7 +231,7 @@ def _load(cargo: pathlib.Path) -> Function:
         raise DeclarationError(f"{where}: sends_to must include the atom's own queue ({atom!r})")
     if unknown := sorted(set(uses) - set(USES)):
         raise DeclarationError(f"{where}: unknown uses {', '.join(unknown)} (known: {', '.join(USES)})")
-    return Function(directory, bins[0]["name"], pascal(atom), atom, PROFILES[profile], tuple(sends_to), tuple(uses))
+    return Function(directory, bins[0]["name"], pascal(atom), "atom", atom, PROFILES[profile], tuple(sends_to), tuple(uses))
 
 
 def load_functions() -> list[Function]:
@@ -226,8 +242,12 @@ def load_functions() -> list[Function]:
             raise DeclarationError(f"functions/{f.dir}/Cargo.toml: sends_to names no deployed atom: {', '.join(unknown)}")
     if len(set(atoms)) != len(atoms):
         raise DeclarationError("two crates under functions/ declare the same atom")
-    if len(functions) - len(atoms) != 1:
-        raise DeclarationError("exactly one crate under functions/ must declare `sweeper = true`")
+    for kind in ("sweeper", "web"):
+        if sum(f.kind == kind for f in functions) != 1:
+            raise DeclarationError(f"exactly one crate under functions/ must declare `{kind} = true`")
+    if NOTIFY in atoms:
+        # The notify queue's outputs would collide with the atom's (and dead-letters would list both).
+        raise DeclarationError(f"no atom may be named {NOTIFY!r}: the notifier's queue has that name")
     return functions
 
 
@@ -240,6 +260,15 @@ def allow(actions, resource, condition=None) -> dict:
 
 
 USER_SECRETS = arn("secretsmanager", "secret:reanimate/${AWS::StackName}/*")
+
+
+def saving_steps() -> list:
+    """What saving a step (or sending its outbox, as the sweeper does) writes beyond the record:
+    the instance's history entries, and the notifications of requests that name a person."""
+    return [
+        allow(["dynamodb:PutItem", "dynamodb:BatchWriteItem"], get_att("HistoryTable", "Arn")),
+        allow("sqs:SendMessage", get_att(f"{pascal(NOTIFY)}Queue", "Arn")),
+    ]
 
 
 def model_statements() -> list:
@@ -314,6 +343,15 @@ def queue_arns(atoms) -> list:
     return [get_att(f"{pascal(a)}Queue", "Arn") for a in sorted(atoms)]
 
 
+def dead_letter_arns(names) -> list:
+    """The dead-letter queues of these atoms (and of the notify queue, named like one)."""
+    return [get_att(f"{pascal(n)}DeadLetters", "Arn") for n in names]
+
+
+# Consuming a queue: its function's trigger, or an operator listing and redriving dead letters.
+RECEIVE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"]
+
+
 def alarm_actions():
     return if_("HasAlarmTopic", [ref("AlarmTopicArn")], NO_VALUE)
 
@@ -381,6 +419,10 @@ def parameters(functions) -> dict:
             "Description": "That client's secret (not confidential for installed apps, but kept out of logs).",
         },
         "GmailTokenUrl": {"Type": "String", "Default": "https://oauth2.googleapis.com/token"},
+        "GmailAuthorizeUrl": {
+            "Type": "String", "Default": "https://accounts.google.com/o/oauth2/v2/auth",
+            "Description": "Where the web inbox sends a person to grant Gmail access (Google's OAuth consent page).",
+        },
         "GmailApiUrl": {"Type": "String", "Default": "https://gmail.googleapis.com"},
         "AlarmTopicArn": {
             "Type": "String", "Default": "",
@@ -398,6 +440,14 @@ CONDITIONS = {
 }
 
 
+# How to reach the language model: not given to the web crate's functions, which call none (their
+# roles may not read the model key) and whose environments are the largest (check_environments).
+MODEL_VARIABLES = (
+    "REANIMATE_MODEL", "REANIMATE_MODEL_URL", "REANIMATE_MODEL_NAME", "REANIMATE_STRONG_MODEL_NAME",
+    "REANIMATE_MODEL_API_KEY_SECRET",
+)
+
+
 def environment(atoms: list[Function]) -> dict:
     """The configuration every function reads (REANIMATE_* in shared/aws/src/config.rs)."""
     return {
@@ -405,6 +455,8 @@ def environment(atoms: list[Function]) -> dict:
         "REANIMATE_STACK_NAME": ref("AWS::StackName"),
         "REANIMATE_INSTANCES_TABLE": ref("InstancesTable"),
         "REANIMATE_INBOX_TABLE": ref("InboxTable"),
+        "REANIMATE_HISTORY_TABLE": ref("HistoryTable"),
+        "REANIMATE_NOTIFY_QUEUE_URL": ref(f"{pascal(NOTIFY)}Queue"),
         "REANIMATE_SCHEDULE_GROUP": ref("TimerGroup"),
         "REANIMATE_SCHEDULER_ROLE_ARN": get_att("SchedulerRole", "Arn"),
         "REANIMATE_EVENT_BUS": ref("EventBus"),
@@ -444,17 +496,19 @@ def index(name: str, hash_key: str, range_key: str, projection: dict) -> dict:
     }
 
 
-def table(attributes: dict, indexes: list, ttl: str | None = None) -> dict:
-    """A table keyed by `id` (a string), billed per request."""
+def table(attributes: dict, indexes: list, ttl: str | None = None, key: tuple[str, ...] = ("id",)) -> dict:
+    """A table keyed by `key` (its hash key, then its range key if any), billed per request."""
     properties = {
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [{"AttributeName": n, "AttributeType": t} for n, t in attributes.items()],
-        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "KeySchema": [{"AttributeName": k, "KeyType": t} for k, t in zip(key, ("HASH", "RANGE"))],
         "GlobalSecondaryIndexes": indexes,
         # Encrypted with the AWS managed key (aws/dynamodb), stated rather than left to the default.
         "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
     }
+    if not indexes:
+        del properties["GlobalSecondaryIndexes"]
     if ttl:
         properties["TimeToLiveSpecification"] = {"AttributeName": ttl, "Enabled": True}
     # Deleting or replacing the stack keeps the table (its name is generated, so a new stack never
@@ -480,6 +534,11 @@ def shared_resources(atoms: list[Function]) -> dict:
         "InboxTable": table(
             {"id": "S", "status": "S", "created_at": "N"},
             [index("by-status", "status", "created_at", {"ProjectionType": "ALL"})],
+        ),
+        # Every instance's full history, an item per version (shared/aws history.rs), written with
+        # the step's outbox; expires with its instance.
+        "HistoryTable": table(
+            {"instance": "S", "version": "N"}, [], ttl="expires_at", key=("instance", "version")
         ),
         "DigestBucket": {
             "Type": "AWS::S3::Bucket",
@@ -532,12 +591,11 @@ def shared_resources(atoms: list[Function]) -> dict:
                     "PolicyDocument": {
                         "Version": "2012-10-17",
                         "Statement": [
-                            allow("sqs:SendMessage", queue_arns(all_atoms)),
-                            allow(
-                                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
-                                [get_att(f"{a.name}DeadLetters", "Arn") for a in atoms],
-                            ),
+                            # The notify queue too: the CLI redrives its dead letters like an atom's.
+                            allow("sqs:SendMessage", [*queue_arns(all_atoms), get_att(f"{pascal(NOTIFY)}Queue", "Arn")]),
+                            allow(RECEIVE_ACTIONS, dead_letter_arns([*all_atoms, NOTIFY])),
                             allow(["dynamodb:GetItem", "dynamodb:Scan"], get_att("InstancesTable", "Arn")),
+                            allow("dynamodb:Query", get_att("HistoryTable", "Arn")),
                             allow(
                                 ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Query"],
                                 [get_att("InboxTable", "Arn"), sub("${InboxTable.Arn}/index/by-status")],
@@ -547,6 +605,9 @@ def shared_resources(atoms: list[Function]) -> dict:
                                 USER_SECRETS,
                             ),
                             allow(["s3:GetObject", "s3:ListBucket"], [get_att("DigestBucket", "Arn"), sub("${DigestBucket.Arn}/digests/*")]),
+                            # `reanimate console` signs an operator's sign-in link; `reanimate inbox
+                            # link` a person's link to their request (an operator may answer anyway).
+                            allow("secretsmanager:GetSecretValue", [ref("OperatorKey"), ref("InboxLinkKey")]),
                         ],
                     },
                 }],
@@ -570,7 +631,8 @@ def log_group() -> dict:
     return {"Type": "AWS::Logs::LogGroup", "Properties": {"RetentionInDays": LOG_RETENTION_DAYS}}
 
 
-def function(name: str, timeout: int, env: dict) -> dict:
+def function(name: str, timeout: int, env: dict, code: str | None = None) -> dict:
+    """A function whose zip is the `{code}CodeKey` parameter (its own by default)."""
     return {
         "Type": "AWS::Lambda::Function",
         "Properties": {
@@ -580,7 +642,7 @@ def function(name: str, timeout: int, env: dict) -> dict:
             "MemorySize": 256,
             "Timeout": timeout,
             "Role": get_att(f"{name}Role", "Arn"),
-            "Code": {"S3Bucket": ref("CodeBucket"), "S3Key": ref(f"{name}CodeKey")},
+            "Code": {"S3Bucket": ref("CodeBucket"), "S3Key": ref(f"{code or name}CodeKey")},
             # Its own log group, with a retention; the role may write only there.
             "LoggingConfig": {"LogGroup": ref(f"{name}LogGroup")},
             "Environment": {"Variables": env},
@@ -606,6 +668,7 @@ def sweeper_resources(sweeper: Function, atoms: list[Function], env: dict) -> di
             allow("dynamodb:Query", sub("${InstancesTable.Arn}/index/by-pending-outbox")),
             allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], get_att("InboxTable", "Arn")),
             allow("sqs:SendMessage", queue_arns(sends)),
+            *saving_steps(),
             *timers_and_events(),
         ]),
         f"{name}Function": function(name, 55, env),
@@ -653,28 +716,9 @@ def sweeper_resources(sweeper: Function, atoms: list[Function], env: dict) -> di
     }
 
 
-def atom_resources(a: Function, functions: list[Function], sweeper: Function, env: dict) -> dict:
-    n, p = a.name, a.profile
-    # Who may send to this queue: the functions whose graph reaches it, the sweeper (it sends what
-    # they saved), the Scheduler role (long timers) and the client role.
-    senders = [f"{f.name}Role" for f in functions if a.atom in f.sends_to]
-    senders += [f"{sweeper.name}Role", "SchedulerRole", "ClientRole"]
-    statements = [
-        write_logs(n),
-        allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], get_att("InstancesTable", "Arn")),
-        allow(
-            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
-            [get_att("InboxTable", "Arn"), sub("${InboxTable.Arn}/index/by-status")],
-        ),
-        allow(
-            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
-            get_att(f"{n}Queue", "Arn"),
-        ),
-        allow("sqs:SendMessage", [get_att(f"{n}DeadLetters", "Arn"), *queue_arns(a.sends_to)]),
-        *timers_and_events(),
-    ]
-    for use in a.uses:
-        statements += USES[use]()
+def queue_resources(n: str, label: str, visibility: int, senders: list[str]) -> dict:
+    """A queue `{n}Queue` that only `senders` (roles) may send to, with its dead-letter queue
+    `{n}DeadLetters` and an alarm on it; `label` is what `reanimate dead-letters` calls it."""
     return {
         f"{n}DeadLetters": {
             "Type": "AWS::SQS::Queue",
@@ -690,7 +734,7 @@ def atom_resources(a: Function, functions: list[Function], sweeper: Function, en
         f"{n}DeadLettersAlarm": {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {
-                "AlarmDescription": f"{a.atom}: messages in the dead-letter queue (reanimate dead-letters list {a.atom})",
+                "AlarmDescription": f"{label}: messages in the dead-letter queue (reanimate dead-letters list {label})",
                 "Namespace": "AWS/SQS",
                 "MetricName": "ApproximateNumberOfMessagesVisible",
                 "Dimensions": [{"Name": "QueueName", "Value": get_att(f"{n}DeadLetters", "QueueName")}],
@@ -706,7 +750,7 @@ def atom_resources(a: Function, functions: list[Function], sweeper: Function, en
         f"{n}Queue": {
             "Type": "AWS::SQS::Queue",
             "Properties": {
-                "VisibilityTimeout": p["visibility"],
+                "VisibilityTimeout": visibility,
                 "SqsManagedSseEnabled": True,
                 "RedrivePolicy": {"deadLetterTargetArn": get_att(f"{n}DeadLetters", "Arn"), "maxReceiveCount": 5},
             },
@@ -731,6 +775,46 @@ def atom_resources(a: Function, functions: list[Function], sweeper: Function, en
                 },
             },
         },
+    }
+
+
+def trigger(n: str, p: dict) -> dict:
+    return {
+        "Type": "AWS::Lambda::EventSourceMapping",
+        "Properties": {
+            "EventSourceArn": get_att(f"{n}Queue", "Arn"),
+            "FunctionName": ref(f"{n}Function"),
+            "BatchSize": p["batch"],
+            "MaximumBatchingWindowInSeconds": p["window"],
+            "ScalingConfig": {"MaximumConcurrency": p["concurrency"]},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        },
+    }
+
+
+def atom_resources(a: Function, functions: list[Function], sweeper: Function, web: Function, env: dict) -> dict:
+    n, p = a.name, a.profile
+    # Who may send to this queue: the functions whose graph reaches it, the sweeper (it sends what
+    # they saved), the web inbox (answers, signals, cancels, redriven dead letters), the Scheduler
+    # role (long timers) and the client role.
+    senders = [f"{f.name}Role" for f in functions if a.atom in f.sends_to]
+    senders += [f"{sweeper.name}Role", f"{web.name}Role", "SchedulerRole", "ClientRole"]
+    statements = [
+        write_logs(n),
+        allow(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], get_att("InstancesTable", "Arn")),
+        allow(
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"],
+            [get_att("InboxTable", "Arn"), sub("${InboxTable.Arn}/index/by-status")],
+        ),
+        allow(RECEIVE_ACTIONS, get_att(f"{n}Queue", "Arn")),
+        allow("sqs:SendMessage", [get_att(f"{n}DeadLetters", "Arn"), *queue_arns(a.sends_to)]),
+        *saving_steps(),
+        *timers_and_events(),
+    ]
+    for use in a.uses:
+        statements += USES[use]()
+    return {
+        **queue_resources(n, a.atom, p["visibility"], senders),
         f"{n}LogGroup": log_group(),
         f"{n}Role": role("lambda.amazonaws.com", f"{a.atom}-atom", statements),
         # REANIMATE_USES: the function builds only the clients its declaration lets it use.
@@ -739,25 +823,137 @@ def atom_resources(a: Function, functions: list[Function], sweeper: Function, en
             p["timeout"],
             {"REANIMATE_DEAD_LETTER_URL": ref(f"{n}DeadLetters"), "REANIMATE_USES": ",".join(a.uses), **env},
         ),
-        f"{n}Trigger": {
-            "Type": "AWS::Lambda::EventSourceMapping",
-            "Properties": {
-                "EventSourceArn": get_att(f"{n}Queue", "Arn"),
-                "FunctionName": ref(f"{n}Function"),
-                "BatchSize": p["batch"],
-                "MaximumBatchingWindowInSeconds": p["window"],
-                "ScalingConfig": {"MaximumConcurrency": p["concurrency"]},
-                "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            },
+        f"{n}Trigger": trigger(n, p),
+    }
+
+
+def secret(description: str) -> dict:
+    """A random key the stack generates (its name generated too); only the stack's roles read it."""
+    return {
+        "Type": "AWS::SecretsManager::Secret",
+        "Properties": {
+            "Description": description,
+            "GenerateSecretString": {"PasswordLength": 64, "ExcludePunctuation": True},
         },
     }
 
 
-def outputs(atoms: list[Function], sweeper: Function) -> dict:
+def web_resources(web: Function, atoms: list[Function], sweeper: Function, env: dict) -> dict:
+    """The web crate's two functions, one bootstrap told apart by the event (and REANIMATE_FUNCTION):
+    the inbox and console behind a public function URL, and the notifier on the notify queue."""
+    w, q = web.name, pascal(NOTIFY)
+    all_atoms = [a.atom for a in atoms]
+    env = {k: v for k, v in env.items() if k not in MODEL_VARIABLES}
+    inbox = [
+        write_logs(w),
+        # Instances, their histories and the requests, for the people they are for and operators.
+        allow(
+            ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
+            [
+                get_att("InstancesTable", "Arn"),
+                sub("${InstancesTable.Arn}/index/by-pending-outbox"),
+                get_att("InboxTable", "Arn"),
+                sub("${InboxTable.Arn}/index/by-status"),
+                get_att("HistoryTable", "Arn"),
+            ],
+        ),
+        # Recording an answer on its request.
+        allow(["dynamodb:GetItem", "dynamodb:UpdateItem"], get_att("InboxTable", "Arn")),
+        # Answers, signals, cancels and redriven dead letters go to the atom's queue (the notify
+        # queue's dead letters back to it).
+        allow("sqs:SendMessage", [*queue_arns(all_atoms), get_att(f"{q}Queue", "Arn")]),
+        allow(RECEIVE_ACTIONS, dead_letter_arns([*all_atoms, NOTIFY])),
+        # Each queue's redrive policy names its dead-letter queue: read at start, so the
+        # function's environment (4 KB at most) need not list them.
+        allow("sqs:GetQueueAttributes", [*queue_arns(all_atoms), get_att(f"{q}Queue", "Arn")]),
+        # The keys that sign people's links and operators' sessions.
+        allow("secretsmanager:GetSecretValue", [ref("InboxLinkKey"), ref("OperatorKey")]),
+        # writeOnly answer fields (a Gmail refresh token) are stored as the users' secrets.
+        allow(
+            ["secretsmanager:CreateSecret", "secretsmanager:PutSecretValue", "secretsmanager:DescribeSecret", "secretsmanager:TagResource"],
+            USER_SECRETS,
+        ),
+        # A person reads their digests.
+        allow("s3:GetObject", sub("${DigestBucket.Arn}/digests/*")),
+        allow("s3:ListBucket", get_att("DigestBucket", "Arn"), {"StringLike": {"s3:prefix": "digests/*"}}),
+    ]
+    notifier = [
+        write_logs(q),
+        allow(RECEIVE_ACTIONS, get_att(f"{q}Queue", "Arn")),
+        # Refused records are parked in the dead-letter queue with the reason, as the atoms' are.
+        allow("sqs:SendMessage", get_att(f"{q}DeadLetters", "Arn")),
+        # It reads the request and its instance, and marks the request notified.
+        allow(["dynamodb:GetItem", "dynamodb:UpdateItem"], get_att("InboxTable", "Arn")),
+        allow("dynamodb:GetItem", get_att("InstancesTable", "Arn")),
+        allow("secretsmanager:GetSecretValue", ref("InboxLinkKey")),
+        allow("ses:SendEmail", arn("ses", "identity/*")),
+    ]
+    # Who may announce a request: every atom (any step may open one), the sweeper (it sends what
+    # they saved), the inbox (redriven dead letters) and the client role (the CLI's redrive).
+    announcers = [f"{a.name}Role" for a in atoms] + [f"{sweeper.name}Role", f"{w}Role", "ClientRole"]
+    return {
+        "InboxLinkKey": secret(
+            "reanimate: signs the web inbox's user links (a capability link to one request for one person)"
+        ),
+        "OperatorKey": secret("reanimate: signs the web inbox's operator console sessions"),
+        f"{w}LogGroup": log_group(),
+        f"{w}Role": role("lambda.amazonaws.com", "web-inbox", inbox),
+        f"{w}Function": function(w, 30, {
+            "REANIMATE_FUNCTION": "web",
+            "REANIMATE_LINK_KEY_SECRET": ref("InboxLinkKey"),
+            "REANIMATE_OPERATOR_KEY_SECRET": ref("OperatorKey"),
+            "REANIMATE_OAUTH_AUTHORIZE_URL": ref("GmailAuthorizeUrl"),
+            **env,
+        }),
+        # Public: the app authenticates every request itself (signed capability links for end
+        # users, signed operator sessions for the console).
+        f"{w}Url": {
+            "Type": "AWS::Lambda::Url",
+            "Properties": {"AuthType": "NONE", "TargetFunctionArn": get_att(f"{w}Function", "Arn")},
+        },
+        f"{w}UrlPermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunctionUrl",
+                "FunctionName": ref(f"{w}Function"),
+                "Principal": "*",
+                "FunctionUrlAuthType": "NONE",
+            },
+        },
+        # Since October 2025 a new function URL also needs lambda:InvokeFunction, granted only
+        # through the URL. The cfn-lint here predates the property (LocalStack ignores it).
+        f"{w}UrlInvokePermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Metadata": {"cfn-lint": {"config": {"ignore_checks": ["E3002"]}}},
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": ref(f"{w}Function"),
+                "Principal": "*",
+                "InvokedViaFunctionUrl": True,
+            },
+        },
+        **queue_resources(q, NOTIFY, NOTIFY_PROFILE["visibility"], announcers),
+        f"{q}LogGroup": log_group(),
+        f"{q}Role": role("lambda.amazonaws.com", "notifier", notifier),
+        # The same zip as the inbox. REANIMATE_DEAD_LETTER_URL: refused records are parked there,
+        # as the atoms' are.
+        f"{q}Function": function(q, NOTIFY_PROFILE["timeout"], {
+            "REANIMATE_FUNCTION": NOTIFY,
+            "REANIMATE_DEAD_LETTER_URL": ref(f"{q}DeadLetters"),
+            "REANIMATE_LINK_KEY_SECRET": ref("InboxLinkKey"),
+            "REANIMATE_INBOX_URL": get_att(f"{w}Url", "FunctionUrl"),
+            **env,
+        }, code=w),
+        f"{q}Trigger": trigger(q, NOTIFY_PROFILE),
+    }
+
+
+def outputs(atoms: list[Function], sweeper: Function, web: Function) -> dict:
     out = {
         "StackName": ref("AWS::StackName"),
         "InstancesTable": ref("InstancesTable"),
         "InboxTable": ref("InboxTable"),
+        "HistoryTable": ref("HistoryTable"),
         "DigestBucket": ref("DigestBucket"),
         "DigestSender": ref("DigestSender"),
         "EventBus": ref("EventBus"),
@@ -765,6 +961,10 @@ def outputs(atoms: list[Function], sweeper: Function) -> dict:
         "SchedulerRoleArn": get_att("SchedulerRole", "Arn"),
         "ClientRoleArn": get_att("ClientRole", "Arn"),
         "SweeperFunctionName": ref(f"{sweeper.name}Function"),
+        "InboxUrl": get_att(f"{web.name}Url", "FunctionUrl"),
+        # Where the signing keys are (their ARNs, not their values).
+        "InboxLinkKeySecret": ref("InboxLinkKey"),
+        "OperatorKeySecret": ref("OperatorKey"),
         # Every atom's queue, as REANIMATE_ROUTES gives it to the functions: clients need no list.
         "Routes": routes(atoms),
     }
@@ -773,33 +973,151 @@ def outputs(atoms: list[Function], sweeper: Function) -> dict:
         out[f"{a.name}QueueArn"] = get_att(f"{a.name}Queue", "Arn")
         out[f"{a.name}DeadLettersUrl"] = ref(f"{a.name}DeadLetters")
         out[f"{a.name}FunctionName"] = ref(f"{a.name}Function")
+    # Named like an atom's, so that dead_letters::queues (shared/aws) lists it as "notify".
+    out[f"{pascal(NOTIFY)}QueueUrl"] = ref(f"{pascal(NOTIFY)}Queue")
+    out[f"{pascal(NOTIFY)}DeadLettersUrl"] = ref(f"{pascal(NOTIFY)}DeadLetters")
     return {key: {"Value": value} for key, value in out.items()}
 
 
 def template(functions: list[Function]) -> dict:
-    atoms = [f for f in functions if f.atom]
-    (sweeper,) = [f for f in functions if not f.atom]
+    atoms = [f for f in functions if f.kind == "atom"]
+    (sweeper,) = [f for f in functions if f.kind == "sweeper"]
+    (web,) = [f for f in functions if f.kind == "web"]
     env = environment(atoms)
     resources = shared_resources(atoms)
     resources.update(sweeper_resources(sweeper, atoms, env))
     for a in atoms:
-        resources.update(atom_resources(a, functions, sweeper, env))
+        resources.update(atom_resources(a, functions, sweeper, web, env))
+    resources.update(web_resources(web, atoms, sweeper, env))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": DESCRIPTION,
         "Parameters": parameters(functions),
         "Conditions": CONDITIONS,
         "Resources": resources,
-        "Outputs": outputs(atoms, sweeper),
+        "Outputs": outputs(atoms, sweeper, web),
     }
+
+
+# --- Lambda's 4 KB of environment ------------------------------------------------------------------
+# Lambda refuses a function whose environment variables, written as JSON, exceed 4 KB (LocalStack
+# measures json.dumps(variables, separators=(",", ":")), escapes included). Values are resolved at
+# deploy time, so each reference is estimated from the shape of what it names: a stack name of
+# ENV_STACK_NAME characters (deploy.py's default, reanimate, has 9), the commercial partition, the
+# longest region, generated names untruncated, free-form parameters (model ids, the Gmail client)
+# of ENV_PARAMETER characters each, or their default if longer. A deploy within those bounds fits
+# if the estimate does. Every function carries REANIMATE_ROUTES (about 2.3 KB for ten atoms):
+# the atoms are within ~140 bytes of the limit here, and each further atom costs every function ~230.
+ENV_LIMIT = 4096
+ENV_STACK_NAME = 12
+ENV_PARAMETER = 32
+PSEUDO = {"AWS::StackName": ENV_STACK_NAME, "AWS::Region": 14, "AWS::AccountId": 12, "AWS::Partition": 3, "AWS::URLSuffix": 13}
+# Functions known to be over the limit, with why and what would fix it: reported on every render
+# rather than refused, so the rest of the template keeps rendering until the fix lands.
+ENV_OVER_LIMIT: dict[str, str] = {}
+
+
+class EnvironmentTooLarge(Exception):
+    pass
+
+
+def _generated_name(logical: str) -> int:
+    """A name CloudFormation generates: STACK-Logical-RANDOM13."""
+    return ENV_STACK_NAME + 1 + len(logical) + 1 + 13
+
+
+def _arn(service: str, resource: int, region: bool = True) -> int:
+    return len(f"arn::{service}::{'x' * 12}:") + PSEUDO["AWS::Partition"] + (PSEUDO["AWS::Region"] if region else 0) + resource
+
+
+def _reference_size(name: str, template: dict) -> int:
+    """The estimated length of what `!Ref name` or `!GetAtt name` (`Resource.Attribute`) resolves to."""
+    if name in PSEUDO:
+        return PSEUDO[name]
+    if name in template["Parameters"]:
+        p = template["Parameters"][name]
+        if p["Type"] == "Number":
+            return 10
+        if "AllowedValues" in p:
+            return max(len(v) for v in p["AllowedValues"])
+        return max(len(str(p.get("Default", ""))), ENV_PARAMETER)
+    logical, _, attribute = name.partition(".")
+    resource = template["Resources"][logical]
+    kind = resource["Type"]
+    if kind == "AWS::SQS::Queue":
+        if attribute == "Arn":
+            return _arn("sqs", _generated_name(logical))
+        url = len("https://sqs..amazonaws.com//") + PSEUDO["AWS::Region"] + PSEUDO["AWS::AccountId"]
+        return url + _generated_name(logical)
+    if kind == "AWS::IAM::Role":
+        return _arn("iam", len("role/") + _generated_name(logical), region=False)
+    if kind == "AWS::SecretsManager::Secret":  # its Ref is its ARN, ending in -RANDOM6
+        return _arn("secretsmanager", len("secret:") + _generated_name(logical) + 7)
+    if kind == "AWS::Lambda::Url":  # https://ID32.lambda-url.REGION.on.aws/
+        return len("https://.lambda-url..on.aws/") + 32 + PSEUDO["AWS::Region"]
+    if attribute == "Arn":
+        return _arn("x" * 16, 32 + _generated_name(logical))
+    if "Name" in resource.get("Properties", {}):
+        return _value_size(resource["Properties"]["Name"], template)
+    return _generated_name(logical)
+
+
+def _value_size(value, template: dict) -> int:
+    """The estimated length of `value` as a JSON string, without its quotes."""
+    if isinstance(value, (bool, int)):
+        return len(str(value))
+    if isinstance(value, str):
+        return len(json.dumps(value)) - 2
+    if value.tag in ("!Ref", "!GetAtt"):
+        return _reference_size(value.value, template)
+    if value.tag == "!If":
+        return max(_value_size(value.value[1], template), _value_size(value.value[2], template))
+    if value.tag == "!Sub":
+        text, variables = (value.value, {}) if isinstance(value.value, str) else value.value
+        size = 0
+        for name in re.findall(r"\$\{([^}!][^}]*)\}", text):
+            size += _value_size(variables[name], template) if name in variables else _reference_size(name, template)
+        return size + _value_size(re.sub(r"\$\{[^}!][^}]*\}", "", text), template)
+    raise ValueError(f"cannot estimate the length of {value.tag}")
+
+
+def environment_size(variables: dict, template: dict) -> tuple[int, dict]:
+    """The estimated size of `variables` as Lambda measures it, and each variable's share."""
+    shares = {k: len(json.dumps(k)) + 1 + 2 + _value_size(v, template) for k, v in variables.items()}
+    return 2 + sum(shares.values()) + max(len(shares) - 1, 0), shares
+
+
+def check_environments(template: dict) -> list[str]:
+    """Fails (EnvironmentTooLarge) for a function over ENV_LIMIT; the warnings for ENV_OVER_LIMIT."""
+    errors, warnings = [], []
+    for logical, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::Lambda::Function":
+            continue
+        size, shares = environment_size(resource["Properties"]["Environment"]["Variables"], template)
+        if size <= ENV_LIMIT:
+            continue
+        largest = ", ".join(f"{k} ~{n:,}" for k, n in sorted(shares.items(), key=lambda kv: -kv[1])[:3])
+        problem = f"{logical}: its environment would take about {size:,} bytes, over Lambda's {ENV_LIMIT:,} (largest: {largest})"
+        if logical in ENV_OVER_LIMIT:
+            warnings.append(f"{problem}; it will not deploy: {ENV_OVER_LIMIT[logical]}")
+        else:
+            errors.append(problem)
+    if errors:
+        raise EnvironmentTooLarge("\n".join(errors))
+    return warnings
 
 
 HEADER = "# Rendered by infra/render.py from functions/*/Cargo.toml; edit those, not this file.\n"
 
 
 def render(functions: list[Function] | None = None) -> str:
+    """The template's text. Refuses a function whose environment would be over Lambda's limit
+    (check_environments), and says so for the known ones."""
+    data = template(functions if functions is not None else load_functions())
+    for warning in check_environments(data):
+        print(f"render: warning: {warning}", file=sys.stderr)
     body = yaml.dump(
-        template(functions if functions is not None else load_functions()),
+        data,
         Dumper=Dumper,
         sort_keys=False,
         default_flow_style=False,
@@ -812,7 +1130,7 @@ def render(functions: list[Function] | None = None) -> str:
 def main() -> int:
     try:
         text = render()
-    except DeclarationError as e:
+    except (DeclarationError, EnvironmentTooLarge) as e:
         print(f"render: {e}", file=sys.stderr)
         return 1
     if "--check" in sys.argv:

@@ -153,6 +153,19 @@ async fn stack() -> Stack {
         .send()
         .await
         .unwrap_or_else(|e| panic!("create inbox table: {e:?}"));
+    let history_table = format!("{run}-history");
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(&history_table)
+        .key_schema(ok(key("instance", KeyType::Hash)))
+        .key_schema(ok(key("version", KeyType::Range)))
+        .attribute_definitions(ok(attr("instance", ScalarAttributeType::S)))
+        .attribute_definitions(ok(attr("version", ScalarAttributeType::N)))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create history table: {e:?}"));
     let mut routes = HashMap::new();
     for atom in atoms() {
         routes.insert(
@@ -183,6 +196,8 @@ async fn stack() -> Stack {
         stack: "reanimate-test".into(),
         instances_table,
         inbox_table,
+        history_table,
+        notify_queue_url: None,
         routes,
         schedule_group,
         scheduler_role_arn: "arn:aws:iam::000000000000:role/reanimate-scheduler".into(),
@@ -498,6 +513,7 @@ async fn a_question_is_answered_through_the_inbox_and_a_bad_answer_is_refused() 
         question: "Deploy?".into(),
         timeout_secs: 3600,
         remind_after_secs: None,
+        person: None,
     };
     stack.start("approval", "ask-1", json!(input)).await;
     stack
@@ -1089,6 +1105,7 @@ async fn the_inbox_table_decides_between_answers_and_deadlines() {
             schema: json!({"type": "string"}),
             deadline,
             created_at: now,
+            person: None,
         };
         async move {
             inbox.open(request).await.unwrap_or_else(|e| panic!("{e}"));

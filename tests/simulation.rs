@@ -54,6 +54,15 @@ fn fault_free_run_ends_as_designed() {
         "{:#?}",
         instances.keys().collect::<Vec<_>>()
     );
+    let incomplete: Vec<&String> = instances
+        .iter()
+        .filter(|(_, i)| !i.history_complete)
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        incomplete.is_empty(),
+        "transitions missing from the full history: {incomplete:?}"
+    );
     let status = |name: &str| {
         instances
             .get(name)

@@ -20,8 +20,11 @@ class HostRuntimeExecutorPlugin(RuntimeExecutorPlugin):
     name = "host"
 
     def load(self, *args, **kwargs):
+        from reanimate_localstack.function_urls import allow_function_url_origins
         from reanimate_localstack.host_executor import HostRuntimeExecutor
 
+        # Loaded with the Lambda service, before any function URL can be called.
+        allow_function_url_origins()
         return HostRuntimeExecutor
 
 

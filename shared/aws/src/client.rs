@@ -45,6 +45,51 @@ impl StackClient {
         )
     }
 
+    /// The stack as a function inside it sees it: its `REANIMATE_*` environment (see
+    /// [`StackConfig::from_env`]), with every queue's dead-letter queue read from its redrive
+    /// policy (one `GetQueueAttributes` per queue), for a function that manages them (the console).
+    pub async fn from_env() -> Result<Self> {
+        let config = StackConfig::from_env()?;
+        let mut outputs = HashMap::from([
+            ("StackName".to_string(), config.stack.clone()),
+            ("InstancesTable".into(), config.instances_table.clone()),
+            ("InboxTable".into(), config.inbox_table.clone()),
+            ("HistoryTable".into(), config.history_table.clone()),
+            ("TimerGroup".into(), config.schedule_group.clone()),
+            ("SchedulerRoleArn".into(), config.scheduler_role_arn.clone()),
+            ("EventBus".into(), config.event_bus.clone()),
+            (
+                "Routes".into(),
+                std::env::var("REANIMATE_ROUTES").unwrap_or_default(),
+            ),
+        ]);
+        if let Some(url) = &config.notify_queue_url {
+            outputs.insert("NotifyQueueUrl".into(), url.clone());
+        }
+        if let Ok(bucket) = std::env::var("REANIMATE_DIGEST_BUCKET") {
+            outputs.insert("DigestBucket".into(), bucket);
+        }
+        let clients = Clients::from_env().await;
+        let mut sources: Vec<(String, String)> = config
+            .routes
+            .iter()
+            .map(|(atom, route)| (atom.clone(), route.url.clone()))
+            .collect();
+        if let Some(url) = &config.notify_queue_url {
+            sources.push(("notify".into(), url.clone()));
+        }
+        for (atom, queue_url) in sources {
+            if let Some(dead_letter_url) =
+                crate::dead_letters::dead_letter_queue_of(&clients.sqs, &queue_url).await?
+            {
+                let name = crate::config::output_name(&atom);
+                outputs.insert(format!("{name}QueueUrl"), queue_url);
+                outputs.insert(format!("{name}DeadLettersUrl"), dead_letter_url);
+            }
+        }
+        Self::new(clients, outputs, RequestCounters::default())
+    }
+
     /// The stack described by `outputs`, through `clients`; requests are counted in `counters`.
     pub fn new(
         clients: Clients,
@@ -235,6 +280,14 @@ impl StackClient {
             }
             TokioClock.sleep(POLL).await;
         }
+    }
+
+    /// Every transition `id` has made, oldest first (the full history, not the record's latest).
+    pub async fn history(
+        &self,
+        id: &InstanceId,
+    ) -> Result<Vec<reanimate_core::record::HistoryEntry>> {
+        self.store.history(id).await
     }
 
     /// The dead-letter queues of every deployed atom.

@@ -20,6 +20,11 @@ pub struct StackConfig {
     pub stack: String,
     pub instances_table: String,
     pub inbox_table: String,
+    /// Every instance's full history (see `crate::history`).
+    pub history_table: String,
+    /// Where requests that name a person are announced (the notifier emails them a link); none:
+    /// nobody is told.
+    pub notify_queue_url: Option<String>,
     /// atom type → its queue.
     pub routes: HashMap<String, Route>,
     pub schedule_group: String,
@@ -91,6 +96,10 @@ impl StackConfig {
             stack: var("REANIMATE_STACK_NAME")?,
             instances_table: var("REANIMATE_INSTANCES_TABLE")?,
             inbox_table: var("REANIMATE_INBOX_TABLE")?,
+            history_table: var("REANIMATE_HISTORY_TABLE")?,
+            notify_queue_url: std::env::var("REANIMATE_NOTIFY_QUEUE_URL")
+                .ok()
+                .filter(|url| !url.is_empty()),
             routes,
             schedule_group: var("REANIMATE_SCHEDULE_GROUP")?,
             scheduler_role_arn: var("REANIMATE_SCHEDULER_ROLE_ARN")?,
@@ -115,6 +124,8 @@ impl StackConfig {
             stack: out("StackName")?,
             instances_table: out("InstancesTable")?,
             inbox_table: out("InboxTable")?,
+            history_table: out("HistoryTable")?,
+            notify_queue_url: outputs.get("NotifyQueueUrl").cloned(),
             routes: parse_routes("the Routes output", &out("Routes")?)?,
             schedule_group: out("TimerGroup")?,
             scheduler_role_arn: out("SchedulerRoleArn")?,

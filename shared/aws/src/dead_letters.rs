@@ -10,7 +10,7 @@
 use crate::counters::{RequestCounters, Service};
 use crate::errors::classify;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
-use reanimate_core::{Result, Timestamp};
+use reanimate_core::{Error, Result, Timestamp};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,6 +90,39 @@ pub fn queues(outputs: &HashMap<String, String>) -> Vec<AtomQueues> {
         .collect();
     found.sort_by(|a, b| a.atom.cmp(&b.atom));
     found
+}
+
+/// The URL of the dead-letter queue `queue_url`'s redrive policy names, if it has one. The URL is
+/// the queue's own with its last segment (the name) replaced: queues of one stack share an
+/// endpoint, account and path style.
+pub async fn dead_letter_queue_of(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Result<Option<String>> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
+        .send()
+        .await
+        .map_err(|e| classify("SQS GetQueueAttributes (redrive policy)", e))?;
+    let Some(policy) = out
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy))
+    else {
+        return Ok(None);
+    };
+    let policy: serde_json::Value = serde_json::from_str(&policy)
+        .map_err(|e| Error::terminal(format!("{queue_url}: redrive policy is not JSON: {e}")))?;
+    let name = policy
+        .get("deadLetterTargetArn")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|arn| arn.rsplit(':').next());
+    Ok(name.and_then(|name| {
+        queue_url
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))
+    }))
 }
 
 /// The dead-letter queues of a deployed stack.

@@ -61,7 +61,7 @@ fn status_name(status: Status) -> &'static str {
     status.as_str()
 }
 
-fn parse_status(name: &str) -> Result<Status> {
+pub(crate) fn parse_status(name: &str) -> Result<Status> {
     serde_json::from_value(Value::String(name.to_string()))
         .map_err(|_| Error::terminal(format!("stored status {name:?} is unknown")))
 }
@@ -214,23 +214,32 @@ pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    history_table: String,
     retention: Duration,
     counters: RequestCounters,
 }
 
 impl DynamoStore {
+    /// Records in `table`, full histories in `history_table` (see [`crate::history`]).
     pub fn new(
         client: Client,
         table: impl Into<String>,
+        history_table: impl Into<String>,
         retention: Duration,
         counters: RequestCounters,
     ) -> Self {
         Self {
             client,
             table: table.into(),
+            history_table: history_table.into(),
             retention,
             counters,
         }
+    }
+
+    /// Every transition `id` has made, oldest first.
+    pub async fn history(&self, id: &InstanceId) -> Result<Vec<HistoryEntry>> {
+        crate::history::read(&self.client, &self.history_table, &self.counters, id).await
     }
 }
 
@@ -348,6 +357,10 @@ impl reanimate_core::ports::InstanceStore for DynamoStore {
         Ok(found)
     }
 
+    async fn append_history(&self, entries: Vec<(InstanceId, HistoryEntry)>) -> Result<()> {
+        crate::history::append(&self.client, &self.history_table, &self.counters, entries).await
+    }
+
     async fn clear_outbox(&self, id: &InstanceId, version: u64) -> Result<bool> {
         self.counters
             .count(Service::DynamoDb, "UpdateItem(clear outbox)");
@@ -376,6 +389,20 @@ pub struct DynamoInbox {
     client: Client,
     table: String,
     counters: RequestCounters,
+    notify: Option<NotifyQueue>,
+}
+
+/// Where a request that names a person is announced, for the notifier to email them a link.
+#[derive(Clone, Debug)]
+pub struct NotifyQueue {
+    pub sqs: aws_sdk_sqs::Client,
+    pub url: String,
+}
+
+/// The notify queue's message: which request to tell its person about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub request: RequestId,
 }
 
 pub const INBOX_STATUS_INDEX: &str = "by-status";
@@ -410,6 +437,9 @@ fn inbox_item(entry: &InboxEntry) -> Item {
     if let Some(at) = entry.applied_at {
         item.insert("applied_at".into(), n(at.as_millis()));
     }
+    if let Some(person) = &r.person {
+        item.insert("person".into(), s(person));
+    }
     item
 }
 
@@ -440,6 +470,7 @@ fn inbox_entry(item: &Item) -> Result<InboxEntry> {
             schema: json_attr(item, "schema")?,
             deadline: get_n(item, "deadline").ok().map(Timestamp::from_millis),
             created_at: Timestamp::from_millis(get_n(item, "created_at")?),
+            person: get_s(item, "person").ok().map(str::to_string),
         },
         status,
         answer: item
@@ -461,7 +492,108 @@ impl DynamoInbox {
             client,
             table: table.into(),
             counters,
+            notify: None,
         }
+    }
+
+    /// Announces every request that names a person on `queue` (at least once: again by a later
+    /// open of the same request until the notifier marks it notified).
+    pub fn notifying(mut self, queue: Option<NotifyQueue>) -> Self {
+        self.notify = queue;
+        self
+    }
+
+    async fn announce(&self, request: &RequestId) -> Result<()> {
+        let Some(queue) = &self.notify else {
+            return Ok(());
+        };
+        let body = serde_json::to_string(&Notification {
+            request: request.clone(),
+        })
+        .map_err(|e| Error::terminal(format!("notification: {e}")))?;
+        self.counters.count(Service::Sqs, "SendMessage(notify)");
+        queue
+            .sqs
+            .send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| classify("SQS SendMessage (notify)", e))?;
+        Ok(())
+    }
+
+    /// The request, if it is open, names a person, and nobody has told them yet.
+    pub async fn awaiting_notification(&self, id: &RequestId) -> Result<Option<InboxEntry>> {
+        self.counters.count(Service::DynamoDb, "GetItem(inbox)");
+        let item = get_by_id(
+            &self.client,
+            &self.table,
+            id.as_str(),
+            "DynamoDB GetItem (inbox)",
+        )
+        .await?;
+        match item {
+            Some(item) if !item.contains_key("notified_at") => {
+                let entry = inbox_entry(&item)?;
+                Ok(
+                    (entry.status == RequestStatus::Open && entry.request.person.is_some())
+                        .then_some(entry),
+                )
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Every request that names `person`, newest first. A filtered scan: the web inbox's "your
+    /// questions" page, read by a person now and then, not a hot path (an index by person would
+    /// make it a query when inboxes grow large).
+    pub async fn of_person(&self, person: &str) -> Result<Vec<InboxEntry>> {
+        let mut entries = Vec::new();
+        let mut start = None;
+        loop {
+            self.counters.count(Service::DynamoDb, "Scan(inbox)");
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("person = :person")
+                .expression_attribute_values(":person", s(person))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| classify("DynamoDB Scan (inbox by person)", e))?;
+            for item in out.items() {
+                entries.push(inbox_entry(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.request.created_at));
+        Ok(entries)
+    }
+
+    /// Records that the request's person was told (a later open does not announce it again).
+    pub async fn mark_notified(&self, id: &RequestId, at: Timestamp) -> Result<()> {
+        self.counters.count(Service::DynamoDb, "UpdateItem(inbox)");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id.as_str()))
+            .update_expression("SET notified_at = :at")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":at", n(at.as_millis()))
+            .send()
+            .await;
+        tolerate(
+            "DynamoDB UpdateItem (notified)",
+            result,
+            is_condition_failure,
+        )
+        .map(|_| ())
     }
 }
 
@@ -482,10 +614,28 @@ impl reanimate_core::ports::Inbox for DynamoInbox {
             .table_name(&self.table)
             .set_item(Some(inbox_item(&entry)))
             .condition_expression("attribute_not_exists(id)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        // Already there (any status): left as it is.
-        tolerate("DynamoDB PutItem (inbox)", result, is_condition_failure).map(|_| ())
+        let announce = match result {
+            Ok(_) => entry.request.person.is_some(),
+            // Already there (any status): left as it is, and announced again if its person has
+            // not been told yet (the step that opened it may have stopped before announcing).
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    failed.item().is_some_and(|item| {
+                        !item.contains_key("notified_at")
+                            && item.contains_key("person")
+                            && get_s(item, "status") == Ok("open")
+                    })
+                }
+                _ => return Err(classify("DynamoDB PutItem (inbox)", err)),
+            },
+        };
+        if announce {
+            self.announce(&entry.request.id).await?;
+        }
+        Ok(())
     }
 
     async fn record_answer(

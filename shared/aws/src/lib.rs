@@ -4,7 +4,7 @@
 //!
 //! | port | adapter |
 //! | --- | --- |
-//! | `InstanceStore` | [`DynamoStore`]: consistent `GetItem`; `PutItem` conditioned on the version, `ALL_OLD` on conflict |
+//! | `InstanceStore` | [`DynamoStore`]: consistent `GetItem`; `PutItem` conditioned on the version, `ALL_OLD` on conflict; full histories by `BatchWriteItem` to a history table |
 //! | `Inbox` | [`DynamoInbox`]: a table with a `by-status` index |
 //! | `Dispatcher` | [`AwsDispatcher`]: SQS `SendMessageBatch` per atom queue; lifecycle events by EventBridge `PutEvents` |
 //! | `TimerService` | [`AwsTimers`]: SQS `DelaySeconds` up to `max_queue_delay`, EventBridge Scheduler `at()` beyond |
@@ -17,6 +17,7 @@ pub mod counters;
 pub mod dead_letters;
 pub mod dynamo;
 pub mod errors;
+pub mod history;
 pub mod lambda;
 pub mod messaging;
 pub mod secrets;

@@ -3,7 +3,7 @@
 
 use crate::config::StackConfig;
 use crate::counters::RequestCounters;
-use crate::dynamo::{DynamoInbox, DynamoStore};
+use crate::dynamo::{DynamoInbox, DynamoStore, NotifyQueue};
 use crate::messaging::AwsDispatcher;
 use crate::timers::AwsTimers;
 use reanimate_core::ports::Clock;
@@ -100,14 +100,20 @@ pub(crate) fn adapters(
     let store = DynamoStore::new(
         clients.dynamodb.clone(),
         &config.instances_table,
+        &config.history_table,
         config.retention,
         counters.clone(),
     );
+    let notify = config.notify_queue_url.as_ref().map(|url| NotifyQueue {
+        sqs: clients.sqs.clone(),
+        url: url.clone(),
+    });
     let inbox = DynamoInbox::new(
         clients.dynamodb.clone(),
         &config.inbox_table,
         counters.clone(),
-    );
+    )
+    .notifying(notify);
     let dispatcher = AwsDispatcher::new(
         clients.sqs.clone(),
         clients.events.clone(),

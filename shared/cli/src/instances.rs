@@ -97,19 +97,13 @@ pub(crate) async fn history(
     instance: &str,
 ) -> Result<(), Failure> {
     let r = load(stack, instance).await?;
+    // The full history, from the history table; the record keeps only its latest entries.
+    let history = stack.history(&r.id).await?;
     let value =
-        json!({"instance": r.id.as_str(), "transitions": r.transitions, "history": r.history});
+        json!({"instance": r.id.as_str(), "transitions": r.transitions, "history": history});
     print(json_mode, &value, || {
         let mut out = String::new();
-        let shown = r.history.len() as u64;
-        if r.version > shown {
-            out += &format!(
-                "({} earlier transitions not kept; the history keeps the latest {})\n",
-                r.version - shown,
-                reanimate_core::record::HISTORY_ENTRIES
-            );
-        }
-        for h in &r.history {
+        for h in &history {
             out += &format!(
                 "v{:<4} {}  {:<18} {:<28} → {:<10} {} effects\n",
                 h.version,

@@ -53,8 +53,11 @@ enum Command {
     },
     /// Show an instance: status, what it waits for, its result or error.
     Status { instance: String },
-    /// The instance's latest transitions, each with the event that caused it.
+    /// Every transition the instance made, each with the event that caused it.
     History { instance: String },
+    /// A sign-in link to the web console (operators: it reads the console's key with your AWS
+    /// credentials; the link works for 15 minutes, the session it starts for 8 hours).
+    Console,
     /// The user's questions.
     #[command(subcommand)]
     Inbox(inbox::Command),
@@ -183,6 +186,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Digest(command) => digests::run(&stack, json, command).await,
         Command::DeadLetters(command) => dead_letters::run(&stack, json, command).await,
         Command::Connect(command) => connect::run(&stack, json, command).await,
+        Command::Console => inbox::console_link(&stack, json).await,
     }
 }
 

@@ -116,6 +116,9 @@ pub struct Ask {
     pub schema: Value,
     /// When to give up; the atom then receives `RequestExpired`.
     pub deadline: Option<Timestamp>,
+    /// Who is asked (an email address): notified with a link to the web inbox, which opens the
+    /// request for that person only. `None`: answered through an operator's client.
+    pub person: Option<String>,
 }
 
 /// Commands a step issued, in order. The runtime turns them into effects after the step returns.

@@ -15,7 +15,7 @@ use crate::ports::{
     SaveOutcome, TimerService,
 };
 use crate::random::SplitMix64;
-use crate::record::{InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
+use crate::record::{HistoryEntry, InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
 use crate::time::Timestamp;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -223,6 +223,8 @@ pub struct MemoryStore {
     records: Arc<Mutex<HashMap<InstanceId, InstanceRecord>>>,
     /// Records marked as having an unsent outbox: id → (version, since).
     pending: Arc<Mutex<BTreeMap<InstanceId, (u64, Timestamp)>>>,
+    /// Full histories: id → version → entry.
+    history: Arc<Mutex<HashMap<InstanceId, BTreeMap<u64, HistoryEntry>>>>,
     stats: Arc<Mutex<StoreStats>>,
     hazards: Hazards,
 }
@@ -239,6 +241,13 @@ impl MemoryStore {
     }
     pub fn get(&self, id: &InstanceId) -> Option<InstanceRecord> {
         lock(&self.records).get(id).cloned()
+    }
+    /// The full history of `id`, oldest first.
+    pub fn history(&self, id: &InstanceId) -> Vec<HistoryEntry> {
+        lock(&self.history)
+            .get(id)
+            .map(|entries| entries.values().cloned().collect())
+            .unwrap_or_default()
     }
     /// Every record, ordered by id.
     pub fn all(&self) -> Vec<InstanceRecord> {
@@ -321,6 +330,18 @@ impl InstanceStore for MemoryStore {
             .take(limit)
             .map(|(_, id, version)| (id, version))
             .collect())
+    }
+
+    async fn append_history(&self, entries: Vec<(InstanceId, HistoryEntry)>) -> Result<()> {
+        self.hazards.enter("store history").await?;
+        {
+            let mut history = lock(&self.history);
+            for (id, entry) in entries {
+                history.entry(id).or_default().insert(entry.version, entry);
+            }
+        }
+        self.hazards.leave().await;
+        Ok(())
     }
 
     async fn clear_outbox(&self, id: &InstanceId, version: u64) -> Result<bool> {

@@ -7,7 +7,7 @@
 use crate::envelope::Envelope;
 use crate::error::Result;
 use crate::ids::{InstanceId, RequestId, TimerId};
-use crate::record::{InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
+use crate::record::{HistoryEntry, InstanceRecord, LifecycleEvent, RequestOutcome, UserRequest};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +55,13 @@ pub trait InstanceStore: Send + Sync {
         before: Timestamp,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(InstanceId, u64)>>> + Send;
+
+    /// Appends transitions to the instances' full histories, keyed by instance and version
+    /// (appending one twice keeps one).
+    fn append_history(
+        &self,
+        entries: Vec<(InstanceId, HistoryEntry)>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Drops the outbox of version `version` of `id` and its mark, once it has been sent; false if
     /// the record has moved on (its successor took the outbox over).

@@ -223,18 +223,25 @@ pub struct HistoryEntry {
 }
 
 impl InstanceRecord {
-    /// Appends to the bounded history.
+    /// Appends to the bounded history in the record, and puts the entry in the outbox for the
+    /// full history (kept outside the record, written after the save like every other effect, so
+    /// the step's one conditional write does not grow with it). Call it after the outbox is set.
     pub fn remember_transition(&mut self, event: &str, detail: &str, effects: usize) {
         if self.history.len() >= HISTORY_ENTRIES {
             self.history.pop_front();
         }
-        self.history.push_back(HistoryEntry {
+        let entry = HistoryEntry {
             version: self.version,
             at: self.updated_at,
             event: event.to_string(),
             detail: detail.to_string(),
             status: self.status,
             effects: effects as u32,
+        };
+        self.history.push_back(entry.clone());
+        self.outbox.push(Effect::History {
+            instance: self.id.clone(),
+            entry,
         });
     }
 }
@@ -464,6 +471,11 @@ pub enum Effect {
     Publish {
         event: LifecycleEvent,
     },
+    /// Appends a transition to the instance's full history (keyed by instance and version).
+    History {
+        instance: InstanceId,
+        entry: HistoryEntry,
+    },
 }
 
 /// An instance finished. Published at least once; `id` is the same on every copy, so consumers
@@ -500,6 +512,10 @@ pub struct UserRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
     pub created_at: Timestamp,
+    /// Who is asked (an email address): told when the request opens, and the only person whose
+    /// link opens it in the web inbox. Without one, only an operator's client answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 /// Why a request left the inbox's open list.

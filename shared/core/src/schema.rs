@@ -10,18 +10,38 @@ pub fn check_schema(schema: &Value) -> Result<()> {
         .map_err(|e| Error::terminal(format!("invalid JSON Schema for the answer: {e}")))
 }
 
-/// Validates `answer` against `schema`; the error lists every violation with its JSON pointer.
-pub fn validate_answer(schema: &Value, answer: &Value) -> Result<()> {
+/// What is wrong with `answer` under `schema`: (JSON pointer, message) per violation, none if it
+/// is valid. The web inbox shows each next to its field; [`validate_answer`] joins them.
+pub fn answer_problems(schema: &Value, answer: &Value) -> Result<Vec<(String, String)>> {
     let validator = jsonschema::validator_for(schema)
         .map_err(|e| Error::terminal(format!("the request's JSON Schema is invalid: {e}")))?;
-    let problems: Vec<String> = validator
+    Ok(validator
         .iter_errors(answer)
         .map(|err| {
             let at = err.instance_path().to_string();
+            // A missing property is the property's problem: point at where it should be.
+            match err.kind() {
+                jsonschema::error::ValidationErrorKind::Required {
+                    property: Value::String(name),
+                } => (
+                    format!("{at}/{}", name.replace('~', "~0").replace('/', "~1")),
+                    "this is required".to_string(),
+                ),
+                _ => (at, err.to_string()),
+            }
+        })
+        .collect())
+}
+
+/// Validates `answer` against `schema`; the error lists every violation with its JSON pointer.
+pub fn validate_answer(schema: &Value, answer: &Value) -> Result<()> {
+    let problems: Vec<String> = answer_problems(schema, answer)?
+        .into_iter()
+        .map(|(at, problem)| {
             if at.is_empty() {
-                err.to_string()
+                problem
             } else {
-                format!("at {at}: {err}")
+                format!("at {at}: {problem}")
             }
         })
         .collect();

@@ -666,6 +666,12 @@ impl Simulation {
                     .get(&r.id)
                     .cloned()
                     .unwrap_or_else(|| r.id.to_string());
+                // Every transition the record remembers is in the full history, except its
+                // latest while that version's outbox is still unsent.
+                let full = self.store.history(&r.id);
+                let history_complete = r.history.iter().all(|entry| {
+                    full.contains(entry) || (entry.version == r.version && !r.outbox.is_empty())
+                });
                 (
                     name,
                     InstanceSummary {
@@ -675,6 +681,7 @@ impl Simulation {
                         result: r.result,
                         error: r.error,
                         transitions: r.transitions,
+                        history_complete,
                     },
                 )
             })
@@ -790,6 +797,8 @@ pub struct InstanceSummary {
     pub result: Option<Value>,
     pub error: Option<String>,
     pub transitions: u64,
+    /// The full history holds every transition the record remembers (see [`MemoryStore::history`]).
+    pub history_complete: bool,
 }
 
 /// Runs a future whose every await completes without outside help (in-memory ports) to the end.

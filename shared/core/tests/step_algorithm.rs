@@ -94,6 +94,7 @@ impl Atom for Probe {
                 prompt: "?".into(),
                 schema,
                 deadline,
+                person: None,
             });
         }
         if let Some(call) = input.call {
@@ -1019,7 +1020,8 @@ fn an_outbox_that_cannot_be_sent_is_marked_and_the_sweeper_sends_it() {
         Ok(Disposition::Applied { version: 1, .. })
     ));
     let saved = record(&sim, "parent");
-    assert_eq!(saved.outbox.len(), 2, "the step and its outbox were saved");
+    // Two starts and the transition's history entry.
+    assert_eq!(saved.outbox.len(), 3, "the step and its outbox were saved");
     assert!(sim.queue().is_empty(), "but the children were not started");
     assert_eq!(sim.store().marked(), [id(InstanceId::new("parent"))]);
 
@@ -1028,6 +1030,11 @@ fn an_outbox_that_cannot_be_sent_is_marked_and_the_sweeper_sends_it() {
     assert_eq!(sim.queue().len(), 2, "the sweeper sent the outbox");
     assert!(sim.store().marked().is_empty());
     assert!(record(&sim, "parent").outbox.is_empty());
+    assert_eq!(
+        sim.store().history(&saved.id).len(),
+        1,
+        "and its history entry"
+    );
     drain(&sim);
     assert_eq!(
         events(&sim, "parent"),
@@ -1070,8 +1077,8 @@ fn a_cold_process_sends_an_old_outbox_once_and_then_no_process_sends_it_again() 
     assert_eq!(sim.queue().len(), 2);
     assert_eq!(
         record(&sim, "parent").outbox.len(),
-        2,
-        "kept: one write per step"
+        3,
+        "kept (two starts and the history entry): one write per step"
     );
     // Another process, which cannot know the outbox went out, gets a message that changes
     // nothing: it sends the outbox again (harmless) and drops it from the record.

@@ -52,7 +52,8 @@ pub fn log_offset(path: &str) -> u64 {
 #[derive(Debug)]
 pub enum Answers {
     File(AnswerFile),
-    /// Print each question and read a JSON answer from standard input.
+    /// Print each question's web inbox link and wait for the answer given in a browser (or,
+    /// for a question no link was sent for, read a JSON answer from standard input).
     Interactive,
 }
 
@@ -99,6 +100,38 @@ pub async fn delivered_to(to: &str) -> Result<Vec<DeliveredMail>> {
         })
         .filter(|m| m.to.iter().any(|t| t == to))
         .collect())
+}
+
+/// The web inbox link the notifier emailed `to` for `request` (read back from LocalStack's SES),
+/// waiting up to `limit` for it; none if no such email came.
+pub async fn inbox_link(to: &str, request: &str, limit: Duration) -> Result<Option<String>> {
+    if std::env::var("AWS_ENDPOINT_URL").is_err() {
+        return Ok(None); // not on LocalStack: the email went to the person's real mailbox
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        let link = delivered_to(to)
+            .await?
+            .into_iter()
+            .filter(|m| m.subject == reanimate_web::notify::SUBJECT)
+            .flat_map(|m| {
+                m.text
+                    .split_whitespace()
+                    .filter(|w| w.starts_with("http") && w.contains("/r/"))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .find(|link| reanimate_web::inbox::request_of_link(link).as_deref() == Some(request));
+        if link.is_some() || Instant::now() >= deadline {
+            return Ok(link);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Notifications are emails too; a run's digests are the others.
+fn is_digest(mail: &DeliveredMail) -> bool {
+    mail.subject != reanimate_web::notify::SUBJECT
 }
 
 /// Where the demo user's digests are emailed.
@@ -208,6 +241,8 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
     );
 
     let mut answered = Vec::new();
+    // Questions left to the person in a browser (interactive runs).
+    let mut in_browser: Vec<reanimate_core::RequestId> = Vec::new();
     let mut analysis_seen = false;
     let mut last_status = BTreeMap::<String, Status>::new();
     loop {
@@ -247,6 +282,21 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
             if answered.contains(request) {
                 continue;
             }
+            if in_browser.contains(request) {
+                if stack
+                    .request(request)
+                    .await?
+                    .is_some_and(|e| e.status != reanimate_core::ports::RequestStatus::Open)
+                {
+                    say(
+                        started,
+                        quiet,
+                        format!("→ answered in the web inbox: {request}"),
+                    );
+                    answered.push(request.clone());
+                }
+                continue;
+            }
             let Some(entry) = stack.request(request).await? else {
                 continue; // the inbox write follows the record's save
             };
@@ -256,6 +306,30 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
                 quiet,
                 format!("? {} asks ({kind}): {}", assistant, entry.request.prompt),
             );
+            // The person was emailed a link to the web inbox; show it.
+            let link = match &entry.request.person {
+                Some(person) => {
+                    inbox_link(person, request.as_str(), Duration::from_secs(20)).await?
+                }
+                None => None,
+            };
+            if let Some(link) = &link {
+                say(
+                    started,
+                    false,
+                    format!(
+                        "  inbox link emailed to {}: {link}",
+                        entry.request.person.as_deref().unwrap_or_default()
+                    ),
+                );
+                if matches!(answers, Answers::Interactive) {
+                    println!(
+                        "  open it in a browser and answer there (this machine: chromium --host-resolver-rules=\"MAP *.localhost.localstack.cloud 127.0.0.1\"); waiting for the answer…"
+                    );
+                    in_browser.push(request.clone());
+                    continue;
+                }
+            }
             let answer = match answers {
                 Answers::File(file) => file.answer(&kind).cloned().ok_or_else(|| {
                     Error::terminal(format!("the answer file has no answer for {kind:?}"))
@@ -291,7 +365,11 @@ pub async fn run(stack: &Stack, user: &str, answers: &Answers, quiet: bool) -> R
             if root.waiting.timers.contains_key("next-digest") {
                 let report = analysis.result.clone().unwrap_or(Value::Null);
                 let digests = digests(stack, user).await?;
-                let delivered = delivered_to(&demo_address(user)).await?;
+                let delivered = delivered_to(&demo_address(user))
+                    .await?
+                    .into_iter()
+                    .filter(is_digest)
+                    .collect();
                 let instances = stack.family(&assistant_id).await?;
                 let assistant = instances
                     .iter()

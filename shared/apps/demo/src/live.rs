@@ -259,12 +259,14 @@ async fn main() -> Result<()> {
         question: "Ship release 1.4?".into(),
         timeout_secs: 300,
         remind_after_secs: None,
+        person: None,
     };
     live.start("approval", &asked, json!(ask)).await?;
     let quiet = ApprovalInput {
         question: "Rotate the keys?".into(),
         timeout_secs: 5,
         remind_after_secs: None,
+        person: None,
     };
     live.start("approval", &silent, json!(quiet)).await?;
     live.start(

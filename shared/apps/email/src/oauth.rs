@@ -290,6 +290,62 @@ impl OAuthClient {
         })
     }
 
+    /// The consent URL for a web app's redirect: `state` (the app's, tying the redirect to the
+    /// person's browser) and the PKCE challenge of `verifier` (a random string the app keeps;
+    /// 43 to 128 characters of `[A-Za-z0-9-._~]`), coming back to `redirect_uri`.
+    pub fn consent_url(&self, redirect_uri: &str, state: &str, verifier: &str) -> Result<String> {
+        let client = self.configured()?;
+        let redirect = RedirectUrl::new(redirect_uri.to_string())
+            .map_err(|e| Error::terminal(format!("bad redirect URL: {e}")))?;
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(verifier.into()));
+        let state = state.to_string();
+        let (url, _) = client
+            .set_redirect_uri(redirect)
+            .authorize_url(move || CsrfToken::new(state))
+            .add_scope(Scope::new(self.scope.clone()))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("access_type", "offline")
+            .add_extra_param("prompt", "consent")
+            .url();
+        Ok(url.to_string())
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for tokens, and checks that they
+    /// will last: a refresh token came back, with the scope asked for.
+    pub async fn redeem(
+        &self,
+        code: &str,
+        verifier: PkceCodeVerifier,
+        redirect_uri: &str,
+    ) -> Result<Tokens> {
+        let tokens = self
+            .exchange_code(code, verifier, redirect_uri)
+            .await
+            .map_err(|e| match e {
+                TokenError::Unavailable { .. } => Error::retryable(format!(
+                    "the token endpoint could not be reached to exchange the code ({e}); connect again"
+                )),
+                _ => Error::terminal(format!(
+                    "the token endpoint refused the authorization code: {e}"
+                )),
+            })?;
+        if tokens.refresh_token().is_none() {
+            return Err(Error::terminal(
+                "the token endpoint returned no refresh token, so the connection would end with the access token; connect again",
+            ));
+        }
+        if let Some(granted) = tokens.scopes()
+            && !granted.contains(&self.scope)
+        {
+            return Err(Error::terminal(format!(
+                "the consent did not grant {}; connect again and allow reading mail",
+                self.scope
+            )));
+        }
+        Ok(tokens)
+    }
+
     async fn exchange_code(
         &self,
         code: &str,
@@ -355,32 +411,9 @@ impl Consent {
     /// refuses, or no refresh token or not the asked scope comes back.
     pub async fn finish(self) -> Result<Tokens> {
         let code = self.receive_code().await?;
-        let tokens = self
-            .client
-            .exchange_code(&code, self.verifier, &self.redirect_uri)
+        self.client
+            .redeem(&code, self.verifier, &self.redirect_uri)
             .await
-            .map_err(|e| match e {
-                TokenError::Unavailable { .. } => Error::retryable(format!(
-                    "the token endpoint could not be reached to exchange the code ({e}); connect again"
-                )),
-                _ => Error::terminal(format!(
-                    "the token endpoint refused the authorization code: {e}"
-                )),
-            })?;
-        if tokens.refresh_token().is_none() {
-            return Err(Error::terminal(
-                "the token endpoint returned no refresh token, so the connection would end with the access token; connect again",
-            ));
-        }
-        if let Some(granted) = tokens.scopes()
-            && !granted.contains(&self.client.scope)
-        {
-            return Err(Error::terminal(format!(
-                "the consent did not grant {}; connect again and allow reading mail",
-                self.client.scope
-            )));
-        }
-        Ok(tokens)
     }
 
     /// Serves the loopback redirect until it comes (or a refusal does); answers the browser with

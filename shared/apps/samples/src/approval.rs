@@ -15,6 +15,9 @@ pub struct ApprovalInput {
     pub timeout_secs: u64,
     #[serde(default)]
     pub remind_after_secs: Option<u64>,
+    /// Whom to ask (an email address): told by email, with a link to the web inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ impl Atom for Approval {
             prompt: input.question,
             schema: answer_schema(),
             deadline: Some(deadline),
+            person: input.person,
         });
         if let Some(after) = input.remind_after_secs {
             ctx.set_timer_after("remind", Duration::from_secs(after));

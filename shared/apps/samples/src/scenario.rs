@@ -118,6 +118,7 @@ pub fn load(sim: &mut Simulation) -> Result<()> {
         question: question.into(),
         timeout_secs,
         remind_after_secs,
+        person: None,
     };
     start::<Approval>(
         sim,

@@ -290,11 +290,11 @@ impl<'a> Draft<'a> {
     }
 
     pub fn into_plan(mut self) -> Plan {
-        if let Some((event, detail)) = self.event.take() {
-            self.record
-                .remember_transition(event, &detail, self.effects.len());
-        }
+        let effects = self.effects.len();
         self.record.outbox = std::mem::take(&mut self.effects);
+        if let Some((event, detail)) = self.event.take() {
+            self.record.remember_transition(event, &detail, effects);
+        }
         // Each effect is encoded once here: to check the messages against the queue's limit and
         // to bound the record's size.
         let mut outbox_bytes = 0;

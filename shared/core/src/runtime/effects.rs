@@ -22,6 +22,7 @@ where
         let now = self.clock.now();
         let mut batch = Vec::new();
         let mut afterwards = Vec::new();
+        let mut history = Vec::new();
         for effect in effects {
             match effect {
                 Effect::OpenRequest { request } => self.inbox.open(request).await?,
@@ -53,7 +54,11 @@ where
                 later @ (Effect::CancelTimer { .. }
                 | Effect::CloseRequest { .. }
                 | Effect::Publish { .. }) => afterwards.push(later),
+                Effect::History { instance, entry } => history.push((instance, entry)),
             }
+        }
+        if !history.is_empty() {
+            self.store.append_history(history).await?;
         }
         if !batch.is_empty() {
             self.dispatcher.send(batch).await?;
@@ -120,5 +125,6 @@ fn describe_effect(effect: &Effect) -> String {
             format!("close request {request} ({outcome:?})")
         }
         Effect::Publish { event } => format!("publish {}", event.status.as_str()),
+        Effect::History { entry, .. } => format!("history v{}", entry.version),
     }
 }

@@ -45,6 +45,7 @@ pub(super) fn lower_ask(
             schema: ask.schema.clone(),
             deadline: ask.deadline,
             created_at: now,
+            person: ask.person.clone(),
         },
     });
     if let (Some(at), Some(name)) = (ask.deadline, &deadline_timer) {

@@ -184,8 +184,8 @@ impl Atom for EmailAssistant {
 
     fn start(&self, hire: Hire, ctx: &mut Context<'_>) -> Result<(AssistantState, Step<Value>)> {
         let deadline = ctx.now().plus(Duration::from_secs(hire.remind_after_secs));
-        ctx.ask_user(auth_ask("", deadline));
-        ctx.ask_user(preferences_ask("", deadline));
+        ctx.ask_user(auth_ask("", deadline, hire.email.clone()));
+        ctx.ask_user(preferences_ask("", deadline, hire.email.clone()));
         let state = AssistantState {
             hire,
             mailbox: None,
@@ -241,9 +241,9 @@ impl Atom for EmailAssistant {
                     .now()
                     .plus(Duration::from_secs(state.hire.escalate_after_secs));
                 let ask = if kind == AUTH {
-                    auth_ask("Reminder: ", deadline)
+                    auth_ask("Reminder: ", deadline, state.hire.email.clone())
                 } else {
-                    preferences_ask("Reminder: ", deadline)
+                    preferences_ask("Reminder: ", deadline, state.hire.email.clone())
                 };
                 ctx.ask_user(ask);
             }
@@ -294,6 +294,7 @@ impl Atom for EmailAssistant {
                 ctx.ask_user(preferences_ask(
                     "I could not turn your answer into settings. ",
                     deadline,
+                    state.hire.email.clone(),
                 ));
             }
             Failure::Call {
@@ -325,6 +326,7 @@ impl Atom for EmailAssistant {
                 ctx.ask_user(auth_ask(
                     "Gmail disconnected (access was revoked or has expired): reconnect Gmail. ",
                     deadline,
+                    state.hire.email.clone(),
                 ));
             }
             Failure::Child { reason, .. } => {

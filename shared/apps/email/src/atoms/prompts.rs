@@ -12,11 +12,11 @@ use reanimate_core::playbook::{Generation, StepSpec, Tier, Untrusted};
 use reanimate_core::{Ask, Timestamp};
 use serde_json::{Value, json};
 
-pub fn auth_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
+pub fn auth_ask(prompt_prefix: &str, deadline: Timestamp, person: Option<String>) -> Ask {
     Ask {
         kind: AUTH.into(),
         prompt: format!(
-            "{prompt_prefix}Which mailbox should I read? A Maildir folder (relative to the mail root), or Gmail: run `reanimate connect gmail --request <this request>` to sign in with Google (the refresh token is kept as a secret, never in my state)."
+            "{prompt_prefix}Which mailbox should I read? A Maildir folder (relative to the mail root), or Gmail: press Connect Gmail in your inbox (or run `reanimate connect gmail --request <this request>`) to sign in with Google (the refresh token is kept as a secret, never in my state)."
         ),
         schema: json!({
             "type": "object",
@@ -44,10 +44,11 @@ pub fn auth_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
             ]}}
         }),
         deadline: Some(deadline),
+        person,
     }
 }
 
-pub fn preferences_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
+pub fn preferences_ask(prompt_prefix: &str, deadline: Timestamp, person: Option<String>) -> Ask {
     Ask {
         kind: PREFERENCES.into(),
         prompt: format!(
@@ -60,6 +61,7 @@ pub fn preferences_ask(prompt_prefix: &str, deadline: Timestamp) -> Ask {
             "properties": {"text": {"type": "string", "minLength": 3, "maxLength": 2000}}
         }),
         deadline: Some(deadline),
+        person,
     }
 }
 
@@ -169,5 +171,8 @@ pub fn choose_step_ask(input: &PlanInput, deadline: Timestamp) -> Ask {
             "properties": {"step": {"enum": names}}
         }),
         deadline: Some(deadline),
+        // The planner does not know whom the assistant serves: its question is answered
+        // through the operator's client.
+        person: None,
     }
 }
