@@ -115,7 +115,8 @@ deploy: lambdas
 	localstack/stack deploy
 
 # The main job: the email assistant hired for a demo user on LocalStack (answers from
-# fixtures/demo-answers.json, or typed with DEMO_INTERACTIVE=1), its digests printed; then the
+# fixtures/demo-answers.json, or given in the web inbox with DEMO_INTERACTIVE=1; the links the
+# user was emailed are printed), its digests printed; then the
 # sample atoms live, and on the in-memory engine in virtual time (a simulated week).
 demo:
 	@$(MAKE) --no-print-directory demo-live

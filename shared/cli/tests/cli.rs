@@ -143,6 +143,14 @@ fn start_answer_through_the_inbox_and_read_the_history() {
         "{text}"
     );
 
+    // An operator's sign-in link to the web console, on the stack's own URL.
+    let console = json(&reanimate(&["--json", "console"]));
+    let link = console["link"].as_str().unwrap_or_default();
+    assert!(
+        link.contains(".lambda-url.") && link.contains("/console/login?t="),
+        "{console}"
+    );
+
     // Unknown things are "not found", exit 3.
     assert_eq!(
         reanimate(&["status", "no-such-instance"]).status.code(),

@@ -8,7 +8,7 @@
 use crate::App;
 use crate::form::{self, Submitted};
 use crate::http::{Request, Response};
-use crate::signing::{Purpose, Refusal, random_token, same};
+use crate::signing::{Purpose, Refusal, Signer, random_token, same};
 use reanimate_core::ports::{InboxEntry, RequestStatus};
 use reanimate_core::{RequestId, Result, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -108,8 +108,7 @@ pub async fn route(app: &App, request: &Request, token: &str, rest: &[&str]) -> 
         Err(_) => return Ok(not_yours(app)),
     };
     let entry = match app.stack.request(&id).await? {
-        // Bound to one person: a link whose person is not the request's opens nothing.
-        Some(entry) if entry.request.person.as_deref() == Some(claims.p.as_str()) => entry,
+        Some(entry) if link_opens(&entry, &claims) => entry,
         _ => return Ok(not_yours(app)),
     };
     match (request.method(), rest) {
@@ -180,14 +179,7 @@ fn show(
         return page;
     }
     let nonce = random_token(24);
-    let csrf = app.links.sign(
-        Purpose::Form,
-        &FormClaims {
-            n: nonce.clone(),
-            r: entry.request.id.to_string(),
-        },
-        now.plus(FORM_LIFETIME),
-    );
+    let csrf = form_token(&app.links, &nonce, &entry.request.id, now);
     let no_problems = BTreeMap::new();
     let problems = problems.unwrap_or(&no_problems);
     let fields = form::fields(&entry.request.schema, submitted, problems);
@@ -219,22 +211,37 @@ fn show(
         .with_cookie(request, FORM_COOKIE, &nonce, "/", FORM_LIFETIME.as_secs())
 }
 
-/// The form's CSRF token is valid for this request and this browser's form cookie.
-fn form_is_genuine(
-    app: &App,
-    request: &Request,
+/// Bound to one person: a link opens its request only if the request names the link's person.
+pub fn link_opens(entry: &InboxEntry, claims: &LinkClaims) -> bool {
+    entry.request.id.as_str() == claims.r
+        && entry.request.person.as_deref() == Some(claims.p.as_str())
+}
+
+/// A form token for request `id`, tied to the nonce in the browser's form cookie.
+pub fn form_token(links: &Signer, nonce: &str, id: &RequestId, now: Timestamp) -> String {
+    links.sign(
+        Purpose::Form,
+        &FormClaims {
+            n: nonce.to_string(),
+            r: id.to_string(),
+        },
+        now.plus(FORM_LIFETIME),
+    )
+}
+
+/// The form's CSRF token is valid, for this request and this browser's form cookie.
+pub fn form_is_genuine(
+    links: &Signer,
+    cookie: Option<&str>,
+    token: Option<&str>,
     id: &RequestId,
-    submitted: &Submitted,
     now: Timestamp,
 ) -> bool {
-    let (Some(cookie), Some(token)) = (
-        request.cookie(FORM_COOKIE),
-        submitted.get("csrf").and_then(|v| v.first()),
-    ) else {
+    let (Some(cookie), Some(token)) = (cookie, token) else {
         return false;
     };
-    match app.links.verify::<FormClaims>(Purpose::Form, token, now) {
-        Ok(claims) => same(&claims.n, &cookie) && claims.r == id.as_str(),
+    match links.verify::<FormClaims>(Purpose::Form, token, now) {
+        Ok(claims) => same(&claims.n, cookie) && claims.r == id.as_str(),
         Err(_) => false,
     }
 }
@@ -247,7 +254,15 @@ async fn submit(
     now: Timestamp,
 ) -> Result<Response> {
     let mut submitted = form::parse_body(&request.body_bytes());
-    if !form_is_genuine(app, request, &entry.request.id, &submitted, now) {
+    let cookie = request.cookie(FORM_COOKIE);
+    let csrf = submitted.get("csrf").and_then(|v| v.first());
+    if !form_is_genuine(
+        &app.links,
+        cookie.as_deref(),
+        csrf.map(String::as_str),
+        &entry.request.id,
+        now,
+    ) {
         return Ok(app.pages.message_with_link(
             403,
             "Your answer was not sent",
@@ -377,4 +392,75 @@ async fn mine(
         digest => shown,
     };
     Ok(app.pages.render(200, "mine.html", context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reanimate_core::InstanceId;
+    use reanimate_core::record::UserRequest;
+
+    fn entry(person: Option<&str>) -> InboxEntry {
+        InboxEntry {
+            request: UserRequest {
+                id: RequestId::new("a@1.0").unwrap_or_else(|e| panic!("{e}")),
+                instance: InstanceId::new("a").unwrap_or_else(|e| panic!("{e}")),
+                atom: "approval".into(),
+                kind: "approval".into(),
+                prompt: "?".into(),
+                schema: serde_json::json!({}),
+                deadline: None,
+                created_at: Timestamp::from_millis(0),
+                person: person.map(str::to_string),
+            },
+            status: RequestStatus::Open,
+            answer: None,
+            applied_at: None,
+            updated_at: Timestamp::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn a_link_opens_only_its_request_for_its_person() {
+        let claims = |r: &str, p: &str| LinkClaims {
+            r: r.into(),
+            p: p.into(),
+        };
+        assert!(link_opens(&entry(Some("ana@x")), &claims("a@1.0", "ana@x")));
+        assert!(!link_opens(
+            &entry(Some("ana@x")),
+            &claims("a@1.0", "bob@x")
+        ));
+        assert!(!link_opens(
+            &entry(Some("ana@x")),
+            &claims("b@1.0", "ana@x")
+        ));
+        assert!(!link_opens(&entry(None), &claims("a@1.0", "ana@x")));
+    }
+
+    #[test]
+    fn a_form_counts_only_with_its_own_cookie_for_its_own_request() {
+        let links = Signer::new("k".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let id = RequestId::new("a@1.0").unwrap_or_else(|e| panic!("{e}"));
+        let other = RequestId::new("b@1.0").unwrap_or_else(|e| panic!("{e}"));
+        let token = form_token(&links, "nonce-1", &id, now);
+        let genuine = |cookie, token, id, at| form_is_genuine(&links, cookie, token, id, at);
+        assert!(genuine(Some("nonce-1"), Some(&token), &id, now));
+        assert!(!genuine(None, Some(&token), &id, now), "no cookie");
+        assert!(
+            !genuine(Some("nonce-2"), Some(&token), &id, now),
+            "another browser"
+        );
+        assert!(!genuine(Some("nonce-1"), None, &id, now), "no token");
+        assert!(
+            !genuine(Some("nonce-1"), Some(&token), &other, now),
+            "another request"
+        );
+        let late = now.plus(FORM_LIFETIME);
+        assert!(
+            !genuine(Some("nonce-1"), Some(&token), &id, late),
+            "expired"
+        );
+    }
 }

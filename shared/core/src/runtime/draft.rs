@@ -448,5 +448,9 @@ pub(super) fn fail_too_large(
     }
     failed.finish(Status::Failed, None, Some(reason));
     failed.record.outbox = std::mem::take(&mut failed.effects);
+    let effects = failed.record.outbox.len();
+    failed
+        .record
+        .remember_transition("failed_too_large", message.as_str(), effects);
     failed.record
 }
