@@ -536,7 +536,7 @@ def shared_resources(atoms: list[Function]) -> dict:
             [index("by-status", "status", "created_at", {"ProjectionType": "ALL"})],
         ),
         # Every instance's full history, an item per version (shared/aws history.rs), written with
-        # the step's outbox; expires with its instance.
+        # the step's outbox; each entry expires 365 days after it was written (TTL).
         "HistoryTable": table(
             {"instance": "S", "version": "N"}, [], ttl="expires_at", key=("instance", "version")
         ),

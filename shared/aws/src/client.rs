@@ -46,8 +46,7 @@ impl StackClient {
     }
 
     /// The stack as a function inside it sees it: its `REANIMATE_*` environment (see
-    /// [`StackConfig::from_env`]), with every queue's dead-letter queue read from its redrive
-    /// policy (one `GetQueueAttributes` per queue), for a function that manages them (the console).
+    /// [`StackConfig::from_env`]).
     pub async fn from_env() -> Result<Self> {
         let config = StackConfig::from_env()?;
         let mut outputs = HashMap::from([
@@ -69,25 +68,37 @@ impl StackClient {
         if let Ok(bucket) = std::env::var("REANIMATE_DIGEST_BUCKET") {
             outputs.insert("DigestBucket".into(), bucket);
         }
-        let clients = Clients::from_env().await;
-        let mut sources: Vec<(String, String)> = config
+        Self::new(
+            Clients::from_env().await,
+            outputs,
+            RequestCounters::default(),
+        )
+    }
+
+    /// Finds every queue's dead-letter queue from its redrive policy (one `GetQueueAttributes`
+    /// per queue), for a function that manages them (the console): the function's environment,
+    /// 4 KB at most, has no room to list them.
+    pub async fn with_dead_letters_discovered(mut self) -> Result<Self> {
+        let mut sources: Vec<(String, String)> = self
+            .config
             .routes
             .iter()
             .map(|(atom, route)| (atom.clone(), route.url.clone()))
             .collect();
-        if let Some(url) = &config.notify_queue_url {
+        if let Some(url) = &self.config.notify_queue_url {
             sources.push(("notify".into(), url.clone()));
         }
         for (atom, queue_url) in sources {
             if let Some(dead_letter_url) =
-                crate::dead_letters::dead_letter_queue_of(&clients.sqs, &queue_url).await?
+                crate::dead_letters::dead_letter_queue_of(&self.clients.sqs, &queue_url).await?
             {
                 let name = crate::config::output_name(&atom);
-                outputs.insert(format!("{name}QueueUrl"), queue_url);
-                outputs.insert(format!("{name}DeadLettersUrl"), dead_letter_url);
+                self.outputs.insert(format!("{name}QueueUrl"), queue_url);
+                self.outputs
+                    .insert(format!("{name}DeadLettersUrl"), dead_letter_url);
             }
         }
-        Self::new(clients, outputs, RequestCounters::default())
+        Ok(self)
     }
 
     /// The stack described by `outputs`, through `clients`; requests are counted in `counters`.
@@ -282,12 +293,29 @@ impl StackClient {
         }
     }
 
-    /// Every transition `id` has made, oldest first (the full history, not the record's latest).
+    /// Every transition `id` has made, oldest first: the history table's entries, with the
+    /// record's own latest entries merged in (an entry whose outbox is not sent yet, and
+    /// instances from before the table). Entries older than the record are left out: they are
+    /// an earlier instance's that had the same id.
     pub async fn history(
         &self,
         id: &InstanceId,
     ) -> Result<Vec<reanimate_core::record::HistoryEntry>> {
-        self.store.history(id).await
+        let Some(record) = self.load(id).await? else {
+            return Ok(Vec::new());
+        };
+        let mut by_version: std::collections::BTreeMap<u64, _> = self
+            .store
+            .history(id)
+            .await?
+            .into_iter()
+            .filter(|entry| entry.at >= record.created_at && entry.version <= record.version)
+            .map(|entry| (entry.version, entry))
+            .collect();
+        for entry in record.history {
+            by_version.entry(entry.version).or_insert(entry);
+        }
+        Ok(by_version.into_values().collect())
     }
 
     /// The dead-letter queues of every deployed atom.

@@ -523,6 +523,32 @@ impl DynamoInbox {
         Ok(())
     }
 
+    /// Tells the request's person again (a fresh link for an expired one): forgets that they
+    /// were told and announces the request, if it is still open.
+    pub async fn announce_again(&self, id: &RequestId) -> Result<bool> {
+        self.counters.count(Service::DynamoDb, "UpdateItem(inbox)");
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id.as_str()))
+            .update_expression("REMOVE notified_at")
+            .condition_expression("#status = :open AND attribute_exists(person)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":open", s("open"))
+            .send()
+            .await;
+        if !tolerate(
+            "DynamoDB UpdateItem (notify again)",
+            result,
+            is_condition_failure,
+        )? {
+            return Ok(false);
+        }
+        self.announce(id).await?;
+        Ok(self.notify.is_some())
+    }
+
     /// The request, if it is open, names a person, and nobody has told them yet.
     pub async fn awaiting_notification(&self, id: &RequestId) -> Result<Option<InboxEntry>> {
         self.counters.count(Service::DynamoDb, "GetItem(inbox)");

@@ -21,7 +21,8 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    async fn park(&self, message: &SqsMessage, reason: &str) -> Result<()> {
+    /// Moves `message` to the dead-letter queue with `reason` as its `reanimate-error` attribute.
+    pub async fn park(&self, message: &SqsMessage, reason: &str) -> Result<()> {
         let attribute = |v: &str| {
             MessageAttributeValue::builder()
                 .data_type("String")

@@ -476,6 +476,10 @@ pub enum Effect {
         instance: InstanceId,
         entry: HistoryEntry,
     },
+    /// An effect a newer runtime wrote (read by an older one after a rollback): not performed,
+    /// rather than the record failing to load.
+    #[serde(other)]
+    Unknown,
 }
 
 /// An instance finished. Published at least once; `id` is the same on every copy, so consumers
@@ -531,6 +535,13 @@ pub enum RequestOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_effect_from_a_newer_runtime_loads_as_unknown() {
+        let effect: Effect = serde_json::from_str(r#"{"effect": "teleport", "to": "mars"}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(effect, Effect::Unknown);
+    }
 
     #[test]
     fn seq_set_compacts_and_dedupes() {

@@ -27,7 +27,9 @@ pub fn answer_problems(schema: &Value, answer: &Value) -> Result<Vec<(String, St
                     format!("{at}/{}", name.replace('~', "~0").replace('/', "~1")),
                     "this is required".to_string(),
                 ),
-                _ => (at, err.to_string()),
+                // Masked: the message never repeats the value, which may be a secret someone
+                // typed into a `writeOnly` field ("value is shorter than 8 characters").
+                _ => (at, err.masked().to_string()),
             }
         })
         .collect())

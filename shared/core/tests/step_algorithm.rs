@@ -1433,7 +1433,7 @@ fn the_inbox_refuses_an_invalid_answer_before_it_reaches_the_instance() {
     let request = asked(&sim, json!({"type": "integer"}), None);
     let err = answer(&sim, &request, json!("3")).unwrap_err();
     assert!(
-        err.reason.contains("\"3\" is not of type \"integer\""),
+        err.reason.contains("is not of type \"integer\"") && !err.reason.contains("\"3\""),
         "{err}"
     );
     assert!(sim.queue().is_empty(), "nothing was sent");

@@ -121,11 +121,27 @@ pub async fn route(app: &App, request: &Request, rest: &[&str]) -> Result<Respon
     }
     match rest {
         [] => instances(app, request).await,
-        ["i", id] => instance(app, id, &csrf, request.query("notice")).await,
-        ["dead-letters"] => dead_letters(app, &csrf, request.query("notice")).await,
+        ["i", id] => instance(app, id, &csrf, notice(request)).await,
+        ["dead-letters"] => dead_letters(app, &csrf, notice(request)).await,
         _ => Ok(app
             .pages
             .message(404, "Not found", "There is no such page.", "warn")),
+    }
+}
+
+/// What the page after an action says: one of a fixed few (`?done=`), so a link cannot put words
+/// of its own on an operator's screen.
+fn notice(request: &Request) -> Option<&'static str> {
+    match request.query("done")?.as_str() {
+        "cancel" => {
+            Some("Cancel sent: the instance and everything it started are being cancelled.")
+        }
+        "signal" => Some("Signal sent."),
+        "sent" => Some("Sent back to its queue."),
+        "gone" => {
+            Some("That message is no longer a dead letter (already sent back?): nothing was sent.")
+        }
+        _ => None,
     }
 }
 
@@ -175,7 +191,12 @@ async fn instances(app: &App, request: &Request) -> Result<Response> {
     Ok(app.pages.render(200, "console.html", context))
 }
 
-async fn instance(app: &App, id: &str, csrf: &str, notice: Option<String>) -> Result<Response> {
+async fn instance(
+    app: &App,
+    id: &str,
+    csrf: &str,
+    notice: Option<&'static str>,
+) -> Result<Response> {
     let Ok(id) = InstanceId::new(id) else {
         return Ok(app
             .pages
@@ -256,7 +277,7 @@ async fn act(app: &App, id: &str, action: &str, form: &Submitted, csrf: &str) ->
     };
     let back = href(&id);
     let confirmed = field(form, "confirm") == "yes";
-    let notice = match action {
+    let done = match action {
         "cancel" => {
             let reason = field(form, "reason");
             if !confirmed {
@@ -269,7 +290,7 @@ async fn act(app: &App, id: &str, action: &str, form: &Submitted, csrf: &str) ->
                 return Ok(app.pages.render(200, "confirm.html", context));
             }
             app.stack.cancel(&id, &record.atom, reason).await?;
-            "Cancel sent.".to_string()
+            "cancel"
         }
         _ => {
             let name = field(form, "name");
@@ -321,14 +342,13 @@ async fn act(app: &App, id: &str, action: &str, form: &Submitted, csrf: &str) ->
             app.stack
                 .signal(&id, &record.atom, name, payload, MessageId::new(message)?)
                 .await?;
-            format!("Signal {name} sent.")
+            "signal"
         }
     };
-    let notice: String = form_urlencoded::byte_serialize(notice.as_bytes()).collect();
-    Ok(Response::redirect(&format!("{back}?notice={notice}")))
+    Ok(Response::redirect(&format!("{back}?done={done}")))
 }
 
-async fn dead_letters(app: &App, csrf: &str, notice: Option<String>) -> Result<Response> {
+async fn dead_letters(app: &App, csrf: &str, notice: Option<&'static str>) -> Result<Response> {
     let queues = app.stack.dead_letters();
     let counts: Vec<serde_json::Value> = queues
         .counts(None)
@@ -364,13 +384,8 @@ async fn redrive(app: &App, form: &Submitted) -> Result<Response> {
         .redrive(Some(atom), Some(message))
         .await?;
     let n: usize = sent.sent.values().sum();
-    let notice = if n == 0 {
-        format!("Message {message} is no longer a dead letter (already sent back?); nothing sent.")
-    } else {
-        format!("Message {message} sent back to {atom}.")
-    };
-    let notice: String = form_urlencoded::byte_serialize(notice.as_bytes()).collect();
+    let done = if n == 0 { "gone" } else { "sent" };
     Ok(Response::redirect(&format!(
-        "/console/dead-letters?notice={notice}"
+        "/console/dead-letters?done={done}"
     )))
 }

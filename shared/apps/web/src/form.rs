@@ -10,8 +10,8 @@
 //! allowed, an email
 //! input for `format: email`), numbers and integers, booleans (a checkbox; two options, Yes and No,
 //! when the answer is required and has no default), enums (a select), a
-//! `const` (fixed, not shown), arrays of enums (checkboxes), other arrays (one item per line),
-//! nested objects (a fieldset).
+//! `const` (fixed, not shown), arrays of enums (checkboxes), arrays of records (JSON in a text area),
+//! other arrays (one item per line), nested objects (a fieldset). A blank text field is no answer.
 
 use reanimate_core::Result;
 use reanimate_core::schema::answer_problems;
@@ -29,7 +29,7 @@ pub struct Field {
     pub label: String,
     pub description: Option<String>,
     /// `text`, `email`, `textarea`, `password`, `number`, `checkbox`, `yesno`, `select`, `checkboxes`,
-    /// `lines`, `group`, `choice` or `fixed`.
+    /// `lines`, `json`, `group`, `choice` or `fixed`.
     pub kind: &'static str,
     pub required: bool,
     /// What the person typed last (never for a password).
@@ -312,9 +312,15 @@ fn field(
                         selected: picked.contains(&text_of(o)),
                     })
                     .collect();
+            } else if matches!(type_of(items), "object" | "array") {
+                // Lists of records have no form of their own here: typed as JSON, checked as any.
+                field.kind = "json";
+                field.value = previous;
             } else {
                 field.kind = "lines";
-                field.value = previous;
+                if items.get("writeOnly").and_then(Value::as_bool) != Some(true) {
+                    field.value = previous;
+                }
             }
         }
         _ => {
@@ -430,6 +436,12 @@ fn value(schema: &Value, name: &str, required: bool, submitted: &Submitted) -> O
         }
         "array" => {
             let items = schema.get("items").unwrap_or(&Value::Null);
+            if matches!(type_of(items), "object" | "array") {
+                let typed = typed.filter(|t| !t.is_empty())?;
+                return Some(
+                    serde_json::from_str(typed).unwrap_or_else(|_| Value::String(typed.into())),
+                );
+            }
             let values: Vec<Value> = if items.get("enum").is_some() {
                 submitted
                     .get(name)
@@ -455,9 +467,10 @@ fn value(schema: &Value, name: &str, required: bool, submitted: &Submitted) -> O
             (required || !values.is_empty()).then_some(Value::Array(values))
         }
         _ => {
-            // Passwords and free text keep what was typed; other text is trimmed.
+            // Kept as typed (a password's spaces are its own); a blank field is no answer, so a
+            // required one is reported missing.
             let raw = first(submitted, name).unwrap_or_default();
-            (required || !raw.is_empty()).then(|| Value::String(raw.to_string()))
+            (!raw.trim().is_empty()).then(|| Value::String(raw.to_string()))
         }
     }
 }
@@ -473,16 +486,23 @@ pub fn problems(schema: &Value, answer: &Value) -> Result<BTreeMap<String, Vec<S
     }
     let mut detailed = Vec::new();
     chosen_options(schema, answer, "", &mut detailed);
+    // A problem at a chosen option's pointer ("not valid under any of the schemas") is replaced
+    // by that option's own problems; every other problem stays.
+    let mut explained = Vec::new();
     for (pointer, option, value) in detailed {
-        for (at, message) in answer_problems(option, value)? {
+        let own = answer_problems(option, value)?;
+        if !own.is_empty() {
+            explained.push(pointer.clone());
+        }
+        for (at, message) in own {
             by_field
                 .entry(format!("{pointer}{at}"))
                 .or_default()
                 .push(message);
         }
     }
-    if by_field.is_empty() {
-        for (at, message) in found {
+    for (at, message) in found {
+        if !explained.contains(&at) {
             by_field.entry(at).or_default().push(message);
         }
     }
@@ -635,6 +655,46 @@ mod tests {
     }
 
     #[test]
+    fn lists_of_records_are_json_blank_text_is_missing_and_other_problems_stay_beside_an_option() {
+        let schema = json!({"type": "object", "required": ["who", "people"], "properties": {
+            "who": {"type": "string"},
+            "people": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
+            "pins": {"type": "array", "items": {"type": "string", "writeOnly": true}},
+            "box": {"oneOf": [
+                {"type": "object", "required": ["kind", "path"], "properties": {"kind": {"const": "dir"}, "path": {"type": "string", "minLength": 2}}},
+                {"type": "object", "required": ["kind"], "properties": {"kind": {"const": "none"}}}
+            ]}
+        }});
+        let submitted = form(&[
+            ("/who", "  "),
+            ("/people", r#"[{"name": "ana"}, {}]"#),
+            ("/pins", "1234"),
+            ("/box#", "0"),
+            ("/box#0/path", "x"),
+        ]);
+        let answer = answer(&schema, &submitted);
+        assert_eq!(answer["people"], json!([{"name": "ana"}, {}]));
+        assert!(answer.get("who").is_none(), "blank is no answer");
+        let found = problems(&schema, &answer).unwrap_or_default();
+        assert!(found.contains_key("/who"), "{found:?}");
+        assert!(found.contains_key("/people/1/name"), "{found:?}");
+        assert!(found.contains_key("/box/path"), "{found:?}");
+        assert!(
+            !found.contains_key("/box"),
+            "explained by the option's own problem: {found:?}"
+        );
+        let shown = fields(&schema, &submitted, &found);
+        let pins = shown.iter().find(|f| f.name == "/pins");
+        assert_eq!(
+            pins.map(|f| f.value.as_str()),
+            Some(""),
+            "secrets are not sent back"
+        );
+        let people = shown.iter().find(|f| f.name == "/people");
+        assert_eq!(people.map(|f| f.kind), Some("json"));
+    }
+
+    #[test]
     fn problems_land_next_to_their_fields() {
         let schema = json!({
             "type": "object",
@@ -669,7 +729,7 @@ mod tests {
         assert_eq!(labels, ["Maildir", "Gmail"]);
         let chosen = form(&[("/mailbox#", "0"), ("/mailbox#0/path", "")]);
         let answer = answer(&schema, &chosen);
-        assert_eq!(answer, json!({"mailbox": {"kind": "maildir", "path": ""}}));
+        assert_eq!(answer, json!({"mailbox": {"kind": "maildir"}}));
         let found = problems(&schema, &answer).unwrap_or_default();
         assert!(found.contains_key("/mailbox/path"), "{found:?}");
         let good = super::answer(

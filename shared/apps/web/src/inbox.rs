@@ -76,7 +76,7 @@ fn refused(app: &App, why: Refusal) -> Response {
         Refusal::Expired => app.pages.message(
             410,
             "This link has expired",
-            "The question it opened is no longer waiting for you. If it still needs an answer, you will receive a new link.",
+            "The question it opened is no longer waiting for an answer.",
             "warn",
         ),
         Refusal::Malformed | Refusal::BadSignature => app.pages.message(
@@ -101,6 +101,7 @@ pub async fn route(app: &App, request: &Request, token: &str, rest: &[&str]) -> 
     let now = Timestamp::now_utc();
     let claims: LinkClaims = match app.links.verify(Purpose::RequestLink, token, now) {
         Ok(claims) => claims,
+        Err(Refusal::Expired) => return expired(app, request, token, rest, now).await,
         Err(why) => return Ok(refused(app, why)),
     };
     let id = match RequestId::new(claims.r.clone()) {
@@ -131,6 +132,54 @@ pub async fn route(app: &App, request: &Request, token: &str, rest: &[&str]) -> 
     }
 }
 
+/// A genuine link past its time: if its question still waits, the person may ask for a fresh
+/// link, which goes to the address the request names (so a forged press only emails them).
+async fn expired(
+    app: &App,
+    request: &Request,
+    token: &str,
+    rest: &[&str],
+    now: Timestamp,
+) -> Result<Response> {
+    let Ok(claims) = app
+        .links
+        .verify_expired::<LinkClaims>(Purpose::RequestLink, token)
+    else {
+        return Ok(refused(app, Refusal::Expired));
+    };
+    let waiting = match RequestId::new(claims.r.clone()) {
+        Ok(id) => app.stack.request(&id).await?.filter(|entry| {
+            link_opens(entry, &claims)
+                && entry.status == RequestStatus::Open
+                && entry.request.deadline.is_none_or(|d| d > now)
+        }),
+        Err(_) => None,
+    };
+    let Some(entry) = waiting else {
+        return Ok(refused(app, Refusal::Expired));
+    };
+    if request.method() == "POST" && rest == ["renew"] {
+        let sent = app.stack.inbox().announce_again(&entry.request.id).await?;
+        return Ok(if sent {
+            app.pages.message(
+                200,
+                "A new link is on its way",
+                "Check your email: the new link opens the same question.",
+                "ok",
+            )
+        } else {
+            refused(app, Refusal::Expired)
+        });
+    }
+    let context = minijinja::context! {
+        title => "This link has expired",
+        text => "The question is still waiting for your answer. We can email you a new link.",
+        tone => "warn",
+        form => minijinja::context! { action => format!("/r/{token}/renew"), button => "Email me a new link" },
+    };
+    Ok(app.pages.render(410, "message.html", context))
+}
+
 fn closed_page(app: &App, token: &str, entry: &InboxEntry, now: Timestamp) -> Option<Response> {
     let mine = format!("/r/{token}/mine");
     let link = Some((mine.as_str(), "Your questions and digests"));
@@ -143,7 +192,7 @@ fn closed_page(app: &App, token: &str, entry: &InboxEntry, now: Timestamp) -> Op
         ),
         RequestStatus::Expired => say(
             "This question has expired",
-            "It waited until its deadline and is closed. If it still needs an answer, you will receive a new one.",
+            "It waited until its deadline and is closed. If your answer is still needed, you will be asked again.",
         ),
         RequestStatus::Withdrawn => say(
             "This question was withdrawn",
@@ -151,7 +200,7 @@ fn closed_page(app: &App, token: &str, entry: &InboxEntry, now: Timestamp) -> Op
         ),
         RequestStatus::Open if entry.request.deadline.is_some_and(|d| d <= now) => say(
             "This question has expired",
-            "Its deadline has passed. If it still needs an answer, you will receive a new one.",
+            "Its deadline has passed. If your answer is still needed, you will be asked again.",
         ),
         RequestStatus::Open => None,
     }
@@ -208,7 +257,14 @@ fn show(
     };
     app.pages
         .render(status, "request.html", context)
-        .with_cookie(request, FORM_COOKIE, &nonce, "/", FORM_LIFETIME.as_secs())
+        // One cookie per link: two questions open in two tabs do not replace each other's.
+        .with_cookie(
+            request,
+            FORM_COOKIE,
+            &nonce,
+            &format!("/r/{token}"),
+            FORM_LIFETIME.as_secs(),
+        )
 }
 
 /// Bound to one person: a link opens its request only if the request names the link's person.

@@ -74,7 +74,17 @@ fn env(name: &str) -> Result<String> {
 impl App {
     /// The app as the template configures it (`REANIMATE_*`).
     pub async fn from_env() -> Result<Self> {
-        let stack = StackClient::from_env().await?;
+        // The console manages the dead-letter queues; the notifier (`REANIMATE_FUNCTION=notify`)
+        // may not read the queues to find them.
+        let stack = match std::env::var("REANIMATE_FUNCTION").as_deref() {
+            Ok("notify") => StackClient::from_env().await?,
+            _ => {
+                StackClient::from_env()
+                    .await?
+                    .with_dead_letters_discovered()
+                    .await?
+            }
+        };
         let links = read_key(&stack, &env("REANIMATE_LINK_KEY_SECRET")?).await?;
         // The notifier never opens the console: it has no operator key.
         let operators = match std::env::var("REANIMATE_OPERATOR_KEY_SECRET") {

@@ -1,11 +1,14 @@
 //! The notifier: each notify-queue record names a request; its person gets an email with their
 //! link (Amazon SES), then the request is marked notified. A record whose request is closed,
-//! already told or names nobody is done; a failure is retried (the record's batch item fails)
-//! and, as everywhere, a person may get the same email twice but never none.
+//! already told or names nobody is done; a retryable failure is retried (the record's batch item
+//! fails), and one that cannot succeed (SES refuses the address, the inbox's URL is unknown) is
+//! parked in the notify dead-letter queue with its reason, where the console shows it. A person
+//! may get the same email twice, and is never silently not told.
 
 use crate::App;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use reanimate_aws::dynamo::Notification;
+use reanimate_aws::lambda::DeadLetters;
 use reanimate_core::{Error, Result, Timestamp};
 use reanimate_email::digest::{Mailer, OutgoingMail};
 
@@ -47,9 +50,13 @@ async fn notify_one(app: &App, mailer: &dyn Mailer, body: &str) -> Result<()> {
     let Some(entry) = inbox.awaiting_notification(&notification.request).await? else {
         return Ok(());
     };
-    let (Some(person), Some(base)) = (&entry.request.person, &app.base_url) else {
+    let Some(person) = &entry.request.person else {
         return Ok(());
     };
+    let base = app
+        .base_url
+        .as_ref()
+        .ok_or_else(|| Error::terminal("REANIMATE_INBOX_URL is not set: no link can be made"))?;
     let token = crate::inbox::link_token(
         &app.links,
         &entry.request.id,
@@ -78,17 +85,29 @@ pub async fn handle(app: &App, event: SqsEvent) -> SqsBatchResponse {
         from,
         app.stack.counters().clone(),
     );
+    let dead_letters = std::env::var("REANIMATE_DEAD_LETTER_URL")
+        .ok()
+        .map(|url| DeadLetters {
+            sqs: app.stack.clients().sqs.clone(),
+            url,
+            counters: app.stack.counters().clone(),
+        });
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let body = record.body.clone().unwrap_or_default();
-        if let Err(error) = notify_one(app, &mailer, &body).await {
-            tracing::warn!(reason = %error.reason, retryable = error.is_retryable(), "notification failed");
-            // A terminal failure (a malformed record) is not retried: it would never succeed.
-            if error.is_retryable() {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = record.message_id.clone().unwrap_or_default();
-                response.batch_item_failures.push(failure);
-            }
+        let Err(error) = notify_one(app, &mailer, &body).await else {
+            continue;
+        };
+        tracing::warn!(reason = %error.reason, retryable = error.is_retryable(), "notification failed");
+        // What cannot succeed is parked with its reason rather than retried until SQS gives up.
+        let parked = match (&dead_letters, error.is_retryable()) {
+            (Some(dead_letters), false) => dead_letters.park(&record, &error.reason).await.is_ok(),
+            _ => false,
+        };
+        if !parked {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = record.message_id.clone().unwrap_or_default();
+            response.batch_item_failures.push(failure);
         }
     }
     response

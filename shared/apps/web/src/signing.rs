@@ -19,7 +19,7 @@ pub enum Purpose {
     RequestLink,
     /// A person's form: ties a form to the browser that loaded it (CSRF).
     Form,
-    /// A one-time operator link that starts a console session.
+    /// A short-lived operator link that starts a console session.
     OperatorLink,
     /// An operator's console session (a cookie).
     OperatorSession,
@@ -115,6 +115,30 @@ impl Signer {
         token: &str,
         now: Timestamp,
     ) -> Result<T, Refusal> {
+        let (expires, claims) = self.verify_signature(purpose, token)?;
+        if expires * 1000 <= now.as_millis() {
+            return Err(Refusal::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of `token` if this key signed it for `purpose`, expired or not (for asking
+    /// for a fresh link with an expired one).
+    pub fn verify_expired<T: DeserializeOwned>(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<T, Refusal> {
+        self.verify_signature(purpose, token)
+            .map(|(_, claims)| claims)
+    }
+
+    /// (expiry in seconds, claims) of a token with a good signature.
+    fn verify_signature<T: DeserializeOwned>(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<(u64, T), Refusal> {
         let (payload, tag) = token.split_once('.').ok_or(Refusal::Malformed)?;
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
@@ -127,10 +151,7 @@ impl Signer {
             .map_err(|_| Refusal::BadSignature)?;
         let envelope: Envelope<T> =
             serde_json::from_slice(&payload).map_err(|_| Refusal::Malformed)?;
-        if envelope.expires * 1000 <= now.as_millis() {
-            return Err(Refusal::Expired);
-        }
-        Ok(envelope.claims)
+        Ok((envelope.expires, envelope.claims))
     }
 }
 
@@ -179,10 +200,19 @@ mod tests {
             keys.verify::<Link>(Purpose::RequestLink, &token, now),
             Ok(link)
         );
-        // Expired at its expiry.
+        // Expired at its expiry, though still known to be genuine.
         assert_eq!(
             keys.verify::<Link>(Purpose::RequestLink, &token, later),
             Err(Refusal::Expired)
+        );
+        assert!(
+            keys.verify_expired::<Link>(Purpose::RequestLink, &token)
+                .is_ok()
+        );
+        assert!(
+            signer("j")
+                .verify_expired::<Link>(Purpose::RequestLink, &token)
+                .is_err()
         );
         // Another purpose, another key.
         assert_eq!(

@@ -55,10 +55,10 @@ where
                 | Effect::CloseRequest { .. }
                 | Effect::Publish { .. }) => afterwards.push(later),
                 Effect::History { instance, entry } => history.push((instance, entry)),
+                Effect::Unknown => {
+                    tracing::warn!("an effect this runtime does not know was not sent")
+                }
             }
-        }
-        if !history.is_empty() {
-            self.store.append_history(history).await?;
         }
         if !batch.is_empty() {
             self.dispatcher.send(batch).await?;
@@ -76,6 +76,10 @@ where
         }
         if !notices.is_empty() {
             self.dispatcher.publish(notices).await?;
+        }
+        // Last: nothing waits on the history, so it never delays a message or a timer.
+        if !history.is_empty() {
+            self.store.append_history(history).await?;
         }
         Ok(())
     }
@@ -126,5 +130,6 @@ fn describe_effect(effect: &Effect) -> String {
         }
         Effect::Publish { event } => format!("publish {}", event.status.as_str()),
         Effect::History { entry, .. } => format!("history v{}", entry.version),
+        Effect::Unknown => "an unknown effect".into(),
     }
 }
