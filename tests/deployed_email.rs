@@ -5,18 +5,8 @@
 use reanimate_core::Status;
 use reanimate_demo::email_live::{self, Answers, Stack};
 use reanimate_email::scenario::AnswerFile;
-use reanimate_tests::unique;
+use reanimate_tests::{outputs_path, unique};
 use std::time::Duration;
-
-fn outputs_path() -> String {
-    std::env::var("REANIMATE_STACK_OUTPUTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../.localstack/stack-outputs.json"
-        )
-        .to_string()
-    })
-}
 
 /// (from, stars) of every entry of a Markdown digest, in order.
 fn entries(markdown: &str) -> Vec<(String, usize)> {

@@ -25,13 +25,7 @@ struct Deployed {
 }
 
 async fn deployed() -> Deployed {
-    let path = std::env::var("REANIMATE_STACK_OUTPUTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../.localstack/stack-outputs.json"
-        )
-        .to_string()
-    });
+    let path = reanimate_tests::outputs_path();
     let stack = StackClient::connect(&path)
         .await
         .unwrap_or_else(|e| panic!("{}", e.reason));

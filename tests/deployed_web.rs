@@ -11,22 +11,12 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use reanimate_aws::StackClient;
 use reanimate_core::{RequestId, Status, Timestamp};
 use reanimate_demo::email_live::inbox_link;
-use reanimate_tests::unique;
+use reanimate_tests::{outputs_path, unique};
 use reanimate_web::signing::{Purpose, Signer};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn outputs_path() -> String {
-    std::env::var("REANIMATE_STACK_OUTPUTS").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../.localstack/stack-outputs.json"
-        )
-        .to_string()
-    })
-}
 
 async fn stack() -> StackClient {
     StackClient::connect(&outputs_path())
@@ -124,6 +114,40 @@ async fn ask(stack: &StackClient, person: &str) -> (reanimate_core::InstanceId, 
     (id, request, link)
 }
 
+/// Hires an email assistant for a new person and returns (instance, its mailbox request, the
+/// link the person was emailed for it). Only the mailbox is ever answered, so the
+/// assistant never starts reading (no Gmail is reachable from here).
+async fn hire(stack: &StackClient, name: &str) -> (reanimate_core::InstanceId, RequestId, String) {
+    let person = format!("{}@example.com", unique(name));
+    let user = unique(name);
+    let id = stack
+        .start(
+            "email-assistant",
+            &format!("assistant-{user}"),
+            json!({"user": user, "email": person, "recurring": false}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let record = stack
+        .wait_until(&id, Duration::from_secs(60), |r| {
+            r.waiting.requests.len() == 2
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let auth = record
+        .waiting
+        .requests
+        .iter()
+        .find(|(_, pending)| pending.kind == "auth")
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("no auth request"));
+    let link = inbox_link(&person, auth.as_str(), Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no notification for the auth request"));
+    (id, auth, link)
+}
+
 /// chromedriver on a free port, stopped on drop.
 struct Driver {
     child: Child,
@@ -207,6 +231,33 @@ async fn text(browser: &Client, css: &str) -> String {
     }
 }
 
+/// Clicks what leads to another page (a form's button, a link) and waits, bounded, until the page
+/// it was on is gone: a form's POST and its redirect can outlast the click itself.
+async fn follow(browser: &Client, css: &str) {
+    let before = browser
+        .find(Locator::Css("html"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click(browser, css).await;
+    eventually("the next page loads", Duration::from_secs(30), || async {
+        // The old page's root is stale once the new page is in.
+        before.tag_name().await.is_err().then_some(())
+    })
+    .await;
+    eventually(
+        "the next page is complete",
+        Duration::from_secs(30),
+        || async {
+            let state = browser
+                .execute("return document.readyState", vec![])
+                .await
+                .ok()?;
+            (state == "complete").then_some(())
+        },
+    )
+    .await;
+}
+
 async fn click(browser: &Client, css: &str) {
     browser
         .find(Locator::Css(css))
@@ -233,7 +284,7 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
     shot(&browser, "01-question").await;
 
     // Sent without deciding: the form comes back with the problem next to the field.
-    click(&browser, "button[type=submit]").await;
+    follow(&browser, "button[type=submit]").await;
     let error = text(&browser, "#f-approved-error").await;
     assert!(error.contains("required"), "{error}");
     assert!(text(&browser, ".errors").await.contains("not saved"));
@@ -258,7 +309,7 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
         .send_keys("Go ahead <b>now</b>")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    click(&browser, "button[type=submit]").await;
+    follow(&browser, "button[type=submit]").await;
     assert_eq!(text(&browser, "h1").await, "Thank you");
     shot(&browser, "03-answered").await;
     let done = stack
@@ -300,7 +351,7 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     shot(&browser, "04-console-instances").await;
-    click(&browser, &format!("a[href$='{}']", id.as_str())).await;
+    follow(&browser, &format!("a[href$='{}']", id.as_str())).await;
     assert_eq!(text(&browser, "h1").await, format!("Instance {id}"));
     let history = text(&browser, "table.history").await;
     assert!(
@@ -356,13 +407,13 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
         "form:has(input[name=message][value='{}']) button",
         parked.message_id
     );
-    click(&browser, &button).await;
+    follow(&browser, &button).await;
     let notice = text(&browser, ".message").await;
     assert!(notice.contains("Sent back"), "{notice}");
     // Pressed again (the browser goes back to the page with the old button and resubmits it).
     browser.back().await.unwrap_or_else(|e| panic!("{e}"));
     if browser.find(Locator::Css(&button)).await.is_ok() {
-        click(&browser, &button).await;
+        follow(&browser, &button).await;
         let notice = text(&browser, ".message").await;
         assert!(notice.contains("no longer a dead letter"), "{notice}");
     }
@@ -385,7 +436,6 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
     )
     .await;
     assert_eq!(copies, 1);
-    let _ = dead_letters.redrive(Some("approval"), None).await;
     browser.close().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -587,14 +637,7 @@ async fn links_are_bound_to_one_request_one_person_and_a_time_and_forms_to_their
 }
 
 fn form_urlencoded_byte(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -603,35 +646,7 @@ async fn a_secret_typed_into_the_inbox_goes_to_secrets_manager_and_into_no_page(
     let stack = stack().await;
     let client = http(&stack);
     let base = inbox_url(&stack);
-    let person = format!("{}@example.com", unique("cy"));
-    let user = unique("cy");
-    // The assistant asks for the mailbox and the preferences; only the mailbox is answered, so
-    // it never starts reading (no Gmail is reachable from here).
-    let id = stack
-        .start(
-            "email-assistant",
-            &format!("assistant-{user}"),
-            json!({"user": user, "email": person, "recurring": false}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let record = stack
-        .wait_until(&id, Duration::from_secs(60), |r| {
-            r.waiting.requests.len() == 2
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut auth = None;
-    for request in record.waiting.requests.keys() {
-        if record.waiting.requests[request].kind == "auth" {
-            auth = Some(request.clone());
-        }
-    }
-    let auth = auth.unwrap_or_else(|| panic!("no auth request"));
-    let link = inbox_link(&person, auth.as_str(), Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no notification for the auth request"));
+    let (id, auth, link) = hire(&stack, "cy").await;
     // Letters and digits only, so no escaping in a page could hide it from the search below.
     let secret = format!("rt{}", unique("s3cret").replace('-', ""));
     let (cookie, csrf, html) = form_of(&client, &link).await;
@@ -913,30 +928,7 @@ async fn oauth_provider(
 }
 
 fn url_params(text: &[u8]) -> std::collections::HashMap<String, String> {
-    let text = String::from_utf8_lossy(text);
-    text.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(text).into_owned().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -945,39 +937,13 @@ async fn connect_gmail_runs_the_oauth_code_flow_in_the_browser_and_keeps_the_tok
     const REFRESH: &str = "1//web-connected-refresh-token";
     let stack = stack().await;
     let provider = oauth_provider(REFRESH).await;
-    let person = format!("{}@example.com", unique("di"));
-    let user = unique("di");
-    let id = stack
-        .start(
-            "email-assistant",
-            &format!("assistant-{user}"),
-            json!({"user": user, "email": person, "recurring": false}),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let record = stack
-        .wait_until(&id, Duration::from_secs(60), |r| {
-            r.waiting.requests.len() == 2
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let auth = record
-        .waiting
-        .requests
-        .iter()
-        .find(|(_, p)| p.kind == "auth")
-        .map(|(id, _)| id.clone())
-        .unwrap_or_else(|| panic!("no auth request"));
-    let link = inbox_link(&person, auth.as_str(), Duration::from_secs(60))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no notification for the auth request"));
+    let (id, auth, link) = hire(&stack, "di").await;
     let driver = driver().await;
     let browser = browser(&driver).await;
     browser.goto(&link).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(text(&browser, "h1").await, "Connect your mailbox");
     shot(&browser, "08-connect-gmail").await;
-    click(&browser, "a.button").await;
+    follow(&browser, "a.button").await;
     assert_eq!(text(&browser, "h1").await, "Gmail is connected");
     shot(&browser, "09-gmail-connected").await;
 

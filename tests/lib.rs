@@ -56,3 +56,15 @@ pub fn envelope_body(id: &str, target: &str, atom: &str, event: serde_json::Valu
     serde_json::json!({"schema": 1, "id": id, "target": target, "atom": atom, "event": event})
         .to_string()
 }
+
+/// The outputs file of the deployed stack the `deployed_*` tests run against
+/// (`REANIMATE_STACK_OUTPUTS`, else the one `infra/deploy.py` writes).
+pub fn outputs_path() -> String {
+    std::env::var("REANIMATE_STACK_OUTPUTS").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../.localstack/stack-outputs.json"
+        )
+        .to_string()
+    })
+}

@@ -145,6 +145,24 @@ fn notice(request: &Request) -> Option<&'static str> {
     }
 }
 
+/// The instance a path names, or the page that says there is none.
+async fn instance_named(
+    app: &App,
+    id: &str,
+) -> Result<std::result::Result<(InstanceId, reanimate_core::InstanceRecord), Response>> {
+    let not_found = || {
+        app.pages
+            .message(404, "Not found", "No such instance.", "warn")
+    };
+    let Ok(id) = InstanceId::new(id) else {
+        return Ok(Err(not_found()));
+    };
+    Ok(match app.stack.load(&id).await? {
+        Some(record) => Ok((id, record)),
+        None => Err(not_found()),
+    })
+}
+
 fn href(id: &InstanceId) -> String {
     let encoded: String = form_urlencoded::byte_serialize(id.as_str().as_bytes()).collect();
     format!("/console/i/{encoded}")
@@ -197,15 +215,9 @@ async fn instance(
     csrf: &str,
     notice: Option<&'static str>,
 ) -> Result<Response> {
-    let Ok(id) = InstanceId::new(id) else {
-        return Ok(app
-            .pages
-            .message(404, "Not found", "No such instance.", "warn"));
-    };
-    let Some(record) = app.stack.load(&id).await? else {
-        return Ok(app
-            .pages
-            .message(404, "Not found", "No such instance.", "warn"));
+    let (id, record) = match instance_named(app, id).await? {
+        Ok(found) => found,
+        Err(not_found) => return Ok(not_found),
     };
     let history = app.stack.history(&id).await?;
     let waiting = &record.waiting;
@@ -265,15 +277,9 @@ fn field<'a>(form: &'a Submitted, name: &str) -> &'a str {
 }
 
 async fn act(app: &App, id: &str, action: &str, form: &Submitted, csrf: &str) -> Result<Response> {
-    let Ok(id) = InstanceId::new(id) else {
-        return Ok(app
-            .pages
-            .message(404, "Not found", "No such instance.", "warn"));
-    };
-    let Some(record) = app.stack.load(&id).await? else {
-        return Ok(app
-            .pages
-            .message(404, "Not found", "No such instance.", "warn"));
+    let (id, record) = match instance_named(app, id).await? {
+        Ok(found) => found,
+        Err(not_found) => return Ok(not_found),
     };
     let back = href(&id);
     let confirmed = field(form, "confirm") == "yes";
