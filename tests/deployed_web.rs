@@ -360,6 +360,14 @@ async fn a_person_answers_in_the_browser_and_an_operator_follows_it_in_the_conso
             && history.contains("completed"),
         "{history}"
     );
+    // The history table is below the instance's facts: in view for the picture.
+    browser
+        .execute(
+            "document.querySelector('table.history').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     shot(&browser, "05-console-history").await;
 
     // A message the approval queue cannot read is parked with its reason; the operator redrives
