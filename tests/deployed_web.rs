@@ -14,6 +14,7 @@ use reanimate_demo::email_live::inbox_link;
 use reanimate_tests::{outputs_path, unique};
 use reanimate_web::signing::{Purpose, Signer};
 use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,8 +156,11 @@ struct Driver {
 }
 
 impl Drop for Driver {
+    /// Ends chromedriver and every browser it started, even when a test panicked before closing
+    /// its session: they share the process group chromedriver leads.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -168,6 +172,8 @@ async fn driver() -> Driver {
         .unwrap_or_else(|e| panic!("{e}"));
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        // Its own process group, which its browsers join: stopped as one on drop.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
