@@ -301,19 +301,29 @@ impl StackClient {
         &self,
         id: &InstanceId,
     ) -> Result<Vec<reanimate_core::record::HistoryEntry>> {
-        let Some(record) = self.load(id).await? else {
-            return Ok(Vec::new());
-        };
+        match self.load(id).await? {
+            Some(record) => self.history_of(&record).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// [`StackClient::history`] of a record already loaded.
+    pub async fn history_of(
+        &self,
+        record: &InstanceRecord,
+    ) -> Result<Vec<reanimate_core::record::HistoryEntry>> {
         let mut by_version: std::collections::BTreeMap<u64, _> = self
             .store
-            .history(id)
+            .history(&record.id)
             .await?
             .into_iter()
             .filter(|entry| entry.at >= record.created_at && entry.version <= record.version)
             .map(|entry| (entry.version, entry))
             .collect();
-        for entry in record.history {
-            by_version.entry(entry.version).or_insert(entry);
+        for entry in &record.history {
+            by_version
+                .entry(entry.version)
+                .or_insert_with(|| entry.clone());
         }
         Ok(by_version.into_values().collect())
     }

@@ -98,7 +98,7 @@ pub(crate) async fn history(
 ) -> Result<(), Failure> {
     let r = load(stack, instance).await?;
     // The full history, from the history table; the record keeps only its latest entries.
-    let history = stack.history(&r.id).await?;
+    let history = stack.history_of(&r).await?;
     let value =
         json!({"instance": r.id.as_str(), "transitions": r.transitions, "history": history});
     print(json_mode, &value, || {

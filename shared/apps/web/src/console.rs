@@ -219,7 +219,7 @@ async fn instance(
         Ok(found) => found,
         Err(not_found) => return Ok(not_found),
     };
-    let history = app.stack.history(&id).await?;
+    let history = app.stack.history_of(&record).await?;
     let waiting = &record.waiting;
     let mut waits: Vec<String> = Vec::new();
     for (request, pending) in &waiting.requests {

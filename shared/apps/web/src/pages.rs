@@ -14,6 +14,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("field.html", include_str!("../templates/field.html")),
     ("request.html", include_str!("../templates/request.html")),
     ("mine.html", include_str!("../templates/mine.html")),
+    (
+        "console_base.html",
+        include_str!("../templates/console_base.html"),
+    ),
     ("console.html", include_str!("../templates/console.html")),
     ("instance.html", include_str!("../templates/instance.html")),
     ("confirm.html", include_str!("../templates/confirm.html")),
