@@ -39,6 +39,11 @@ TEMPLATE = ROOT / "infra" / "template.yaml"
 # handed back). The queue's visibility timeout is six times the function timeout, as AWS
 # recommends for SQS event sources, and MaximumConcurrency caps the concurrent invocations per
 # queue, so a fan-in's children contend for their parent with at most that many writers.
+# Batching: up to 10 records an invocation (one Lambda request, one ReceiveMessage and one
+# DeleteMessageBatch shared by ten steps under load) and no batching window: a window delays every
+# hop of a chain of steps by its length, and under load SQS fills batches without one. A team
+# whose atoms are batch-only (no one waits on them) can trade latency for invocations with a
+# window of a second or more and BatchSize up to 100 (see BENCHMARKS.md, "Cost per step").
 PROFILES = {
     "steps": dict(timeout=30, batch=10, window=0, visibility=180, concurrency=10),
     # Atoms whose activities call a model or a mailbox: a model call may take 60 s and be retried

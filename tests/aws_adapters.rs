@@ -1041,7 +1041,13 @@ async fn text_sqs_refuses_and_the_longest_ids_go_through_queues_and_schedules() 
         .pump_until(LIMIT, async |s| s.record(&long).await.transitions == 2)
         .await;
     let record = stack.record(&long).await;
-    let detail = record.history.back().map(|h| h.detail.clone());
+    let history = stack
+        .runtime
+        .store()
+        .history(&record.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let detail = history.last().map(|h| h.detail.clone());
     assert_eq!(detail.as_deref(), Some(format!("strange{odd}").as_str()));
     // Ids derived from the longest root (a child's, a request's) are longer still: they are
     // stored and read back, and the inbox lists such a request.

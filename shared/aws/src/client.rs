@@ -320,7 +320,12 @@ impl StackClient {
             .filter(|entry| entry.at >= record.created_at && entry.version <= record.version)
             .map(|entry| (entry.version, entry))
             .collect();
-        for entry in &record.history {
+        // Entries not written yet wait in the outbox; records from before the table keep theirs.
+        let unsent = record.outbox.iter().filter_map(|effect| match effect {
+            reanimate_core::record::Effect::History { entry, .. } => Some(entry),
+            _ => None,
+        });
+        for entry in record.history.iter().chain(unsent) {
             by_version
                 .entry(entry.version)
                 .or_insert_with(|| entry.clone());

@@ -40,9 +40,13 @@ impl Service {
     }
 }
 
-/// Request counters, cheap to clone (shared).
+/// Request counters, cheap to clone (shared), and the DynamoDB capacity units those requests
+/// consumed by DynamoDB's sizing rules (see [`crate::dynamo::item_size`]).
 #[derive(Clone, Default)]
-pub struct RequestCounters(Arc<Mutex<BTreeMap<(Service, &'static str), u64>>>);
+pub struct RequestCounters(
+    Arc<Mutex<BTreeMap<(Service, &'static str), u64>>>,
+    Arc<Mutex<BTreeMap<&'static str, u64>>>,
+);
 
 impl RequestCounters {
     /// Counts one `operation` request (e.g. "PutItem") to `service`.
@@ -53,6 +57,26 @@ impl RequestCounters {
             .unwrap_or_else(|p| p.into_inner())
             .entry((service, operation))
             .or_default() += 1;
+    }
+
+    /// Adds `units` DynamoDB capacity units of `kind` (e.g. "write units (instances)").
+    pub fn add_units(&self, kind: &'static str, units: u64) {
+        *self
+            .1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += units;
+    }
+
+    /// Every (kind, capacity units) added so far.
+    pub fn units(&self) -> Vec<(&'static str, u64)> {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, n)| (*k, *n))
+            .collect()
     }
 
     pub fn get(&self, service: Service, operation: &'static str) -> u64 {

@@ -134,6 +134,44 @@ fn is_first_state_version(version: &u32) -> bool {
     *version == 1
 }
 
+/// An item's size by DynamoDB's rules: each attribute's name plus its value (strings and binaries
+/// by their bytes, numbers by about one byte per two digits plus one, lists and maps 3 bytes plus
+/// their elements, one byte more per element). Write units are started kilobytes of it, strongly
+/// consistent read units started 4 KB.
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => {
+                let digits = n.trim_start_matches('-').replace('.', "").len();
+                digits.div_ceil(2) + 1
+            }
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(v) => 3 + v.iter().map(|e| value_size(e) + 1).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m
+                    .iter()
+                    .map(|(k, e)| k.len() + value_size(e) + 1)
+                    .sum::<usize>()
+            }
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+/// DynamoDB write units for an item of `bytes`: one per started kilobyte.
+pub fn write_units(bytes: usize) -> u64 {
+    bytes.div_ceil(1024).max(1) as u64
+}
+
+/// Strongly consistent read units for an item of `bytes` (a miss costs one): one per started 4 KB.
+pub fn read_units(bytes: usize) -> u64 {
+    bytes.div_ceil(4096).max(1) as u64
+}
+
 /// The item for `record`. Finished instances get `expires_at` = now + `retention` (seconds).
 pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
     let body = BodyRef {
@@ -260,16 +298,24 @@ impl reanimate_core::ports::InstanceStore for DynamoStore {
     async fn load(&self, id: &InstanceId) -> Result<Option<InstanceRecord>> {
         self.counters.count(Service::DynamoDb, "GetItem");
         let item = get_by_id(&self.client, &self.table, id.as_str(), "DynamoDB GetItem").await?;
+        let bytes = item.as_ref().map_or(0, item_size);
+        self.counters
+            .add_units("read units (instances)", read_units(bytes));
         item.as_ref().map(item_to_record).transpose()
     }
 
-    async fn save(&self, record: InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
+    async fn save(&self, record: &InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
         self.counters.count(Service::DynamoDb, "PutItem");
+        let item = record_to_item(record, self.retention);
+        // A PutItem is billed on the larger of the item it replaces and the new one; steps at
+        // rest are about the size of the last, so this counts the new one.
+        self.counters
+            .add_units("write units (instances)", write_units(item_size(&item)));
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(record_to_item(&record, self.retention)))
+            .set_item(Some(item))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         put = match expected {
             None => put.condition_expression("attribute_not_exists(id)"),

@@ -92,6 +92,11 @@ pub(crate) async fn append(
     for (instance, entry) in &entries {
         unique.insert((instance.to_string(), entry.version), item(instance, entry));
     }
+    let units = unique
+        .values()
+        .map(|i| crate::dynamo::write_units(crate::dynamo::item_size(i)))
+        .sum();
+    counters.add_units("write units (history)", units);
     let writes: Vec<WriteRequest> = unique
         .into_values()
         .map(|item| {

@@ -270,7 +270,7 @@ impl InstanceStore for MemoryStore {
         Ok(record)
     }
 
-    async fn save(&self, record: InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
+    async fn save(&self, record: &InstanceRecord, expected: Option<u64>) -> Result<SaveOutcome> {
         self.hazards.enter("store save").await?;
         let outcome = {
             let mut records = lock(&self.records);
@@ -282,7 +282,7 @@ impl InstanceStore for MemoryStore {
             } else {
                 lock(&self.stats).saves += 1;
                 lock(&self.pending).remove(&record.id);
-                records.insert(record.id.clone(), record);
+                records.insert(record.id.clone(), record.clone());
                 SaveOutcome::Saved
             }
         };

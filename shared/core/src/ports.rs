@@ -31,10 +31,11 @@ pub trait InstanceStore: Send + Sync {
     fn load(&self, id: &InstanceId) -> impl Future<Output = Result<Option<InstanceRecord>>> + Send;
 
     /// Writes `record` only if the stored version is `expected` (`None`: only if absent). The
-    /// write replaces the whole record, so it also clears a pending-outbox mark.
+    /// write replaces the whole record, so it also clears a pending-outbox mark. On a failed
+    /// condition it returns the stored record when it can: the caller's fresh read.
     fn save(
         &self,
-        record: InstanceRecord,
+        record: &InstanceRecord,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<SaveOutcome>> + Send;
 

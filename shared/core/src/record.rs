@@ -12,10 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// DynamoDB items may be 400 KB; stay well under so attribute names and encoding overhead fit.
 pub const MAX_RECORD_BYTES: usize = 350_000;
 
-/// How many of its latest transitions an instance's history keeps (`transitions` counts all of
-/// them). Small on purpose: the history is rewritten with the record on every step.
-pub const HISTORY_ENTRIES: usize = 32;
-
 /// How many ids of applied messages from outside an instance remembers, at most. Only client
 /// signals rely on them: every other event has a guard of its own in the record (see
 /// ARCHITECTURE.md), so the flood of a fan-in never pushes a client's signal out.
@@ -96,7 +92,8 @@ pub struct InstanceRecord {
     /// How many events the atom's `step` has applied.
     #[serde(default)]
     pub transitions: u64,
-    /// The latest saved transitions, oldest first (at most [`HISTORY_ENTRIES`]).
+    /// Transitions kept in the record by runtimes before the history table carried them all
+    /// (read, never written: the history is not rewritten with the record on every step).
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub history: VecDeque<HistoryEntry>,
     pub created_at: Timestamp,
@@ -146,7 +143,7 @@ impl InstanceRecord {
         const ENTRY: usize = 128;
         let ids = |a: &str, b: &str, c: &str| a.len() + b.len() + c.len() + ENTRY;
         let mut size = 16 * FIELD + self.id.as_str().len() + self.atom.len() + self.state.len();
-        size += self.applied.len() * 44;
+        size += self.applied.len() * 20;
         size += self
             .signals_sent
             .keys()
@@ -194,11 +191,6 @@ impl InstanceRecord {
                 .as_ref()
                 .map_or(0, crate::envelope::encoded_len);
         }
-        size += self
-            .history
-            .iter()
-            .map(|h| h.event.len() + h.detail.len() + 4 * FIELD)
-            .sum::<usize>();
         size += outbox_bytes + self.outbox.len() * FIELD;
         size += self.result.as_ref().map_or(0, crate::envelope::encoded_len);
         size += self.error.as_ref().map_or(0, |e| e.len() + FIELD);
@@ -223,12 +215,17 @@ pub struct HistoryEntry {
 }
 
 impl InstanceRecord {
-    /// Appends to the bounded history in the record, and puts the entry in the outbox for the
-    /// full history (kept outside the record, written after the save like every other effect, so
-    /// the step's one conditional write does not grow with it). Call it after the outbox is set.
+    /// Puts the transition's entry in the outbox for the full history (kept outside the record,
+    /// written after the save like every other effect, so the step's one conditional write does
+    /// not grow with it). Until it is written, the outbox is where readers find it. Call it after
+    /// the outbox is set.
     pub fn remember_transition(&mut self, event: &str, detail: &str, effects: usize) {
-        if self.history.len() >= HISTORY_ENTRIES {
-            self.history.pop_front();
+        // Entries an older runtime kept in the record move to the full history, once.
+        for entry in std::mem::take(&mut self.history) {
+            self.outbox.push(Effect::History {
+                instance: self.id.clone(),
+                entry,
+            });
         }
         let entry = HistoryEntry {
             version: self.version,
@@ -238,7 +235,6 @@ impl InstanceRecord {
             status: self.status,
             effects: effects as u32,
         };
-        self.history.push_back(entry.clone());
         self.outbox.push(Effect::History {
             instance: self.id.clone(),
             entry,
@@ -376,9 +372,70 @@ impl SeqSet {
 
 /// The ids of the client signals an instance applied, as fingerprints with the time they were
 /// applied: each for [`CLIENT_MESSAGE_MEMORY`], and at most [`RECENT_MESSAGES`] of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Stored compactly, because every step rewrites it: one base64 string of 12 bytes per id (the
+/// 8-byte fingerprint and the second it was applied, big-endian), 16 characters where the JSON
+/// pair took about 35. Records written as JSON pairs (or bare fingerprints) still load.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecentMessages(VecDeque<Remembered>);
+
+impl Serialize for RecentMessages {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        let mut bytes = Vec::with_capacity(self.0.len() * 12);
+        for remembered in &self.0 {
+            let (fingerprint, seconds) = match *remembered {
+                // Rounded up: an id is never forgotten before its time.
+                Remembered::Timed(f, at) => (f, at.as_millis().div_ceil(1000) as u32),
+                Remembered::Bare(f) => (f, 0),
+            };
+            bytes.extend_from_slice(&fingerprint.to_be_bytes());
+            bytes.extend_from_slice(&seconds.to_be_bytes());
+        }
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for RecentMessages {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Packed(String),
+            Pairs(VecDeque<Remembered>),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Pairs(pairs) => Ok(Self(pairs)),
+            Stored::Packed(text) => {
+                let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(text.as_bytes())
+                    .map_err(serde::de::Error::custom)?;
+                if bytes.len() % 12 != 0 {
+                    return Err(serde::de::Error::custom(
+                        "applied ids are not 12 bytes each",
+                    ));
+                }
+                Ok(Self(
+                    bytes
+                        .chunks_exact(12)
+                        .map(|chunk| {
+                            let mut f = [0u8; 8];
+                            let mut s = [0u8; 4];
+                            f.copy_from_slice(&chunk[..8]);
+                            s.copy_from_slice(&chunk[8..]);
+                            let seconds = u64::from(u32::from_be_bytes(s));
+                            Remembered::Timed(
+                                u64::from_be_bytes(f),
+                                Timestamp::from_millis(seconds * 1000),
+                            )
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+}
 
 /// One remembered id: `[fingerprint, applied at]` (a bare fingerprint from an older runtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -580,5 +637,30 @@ mod tests {
         // Records written by an older runtime hold bare fingerprints.
         let old: RecentMessages = serde_json::from_str("[1, [2, 3]]").unwrap_or_default();
         assert_eq!(old.len(), 2);
+    }
+
+    #[test]
+    fn applied_ids_are_stored_packed_and_come_back() {
+        let mut r = RecentMessages::default();
+        let now = Timestamp(1_000_000_000_000);
+        let ids: Vec<MessageId> = (0..100)
+            .map(|i| MessageId::new(format!("client:signal:{i}")).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        for id in &ids {
+            r.remember(id, now);
+        }
+        let stored = serde_json::to_string(&r).unwrap_or_default();
+        assert_eq!(stored.len(), 2 + 1600, "16 characters an id: {stored}");
+        let back: RecentMessages = serde_json::from_str(&stored).unwrap_or_default();
+        assert_eq!(back, r);
+        assert!(ids.iter().all(|id| back.contains(id)));
+        // Pairs written before still load, and are forgotten on time.
+        let pairs: RecentMessages = serde_json::from_str(&format!(
+            "[[{}, {}]]",
+            ids[0].fingerprint(),
+            now.as_millis()
+        ))
+        .unwrap_or_default();
+        assert!(pairs.contains(&ids[0]));
     }
 }

@@ -666,12 +666,16 @@ impl Simulation {
                     .get(&r.id)
                     .cloned()
                     .unwrap_or_else(|| r.id.to_string());
-                // Every transition the record remembers is in the full history, except its
-                // latest while that version's outbox is still unsent.
-                let full = self.store.history(&r.id);
-                let history_complete = r.history.iter().all(|entry| {
-                    full.contains(entry) || (entry.version == r.version && !r.outbox.is_empty())
-                });
+                // Every saved version has its entry in the full history, the latest one once
+                // its outbox has gone out.
+                let written: std::collections::BTreeSet<u64> = self
+                    .store
+                    .history(&r.id)
+                    .iter()
+                    .map(|e| e.version)
+                    .collect();
+                let history_complete = (1..=r.version)
+                    .all(|v| written.contains(&v) || (v == r.version && !r.outbox.is_empty()));
                 (
                     name,
                     InstanceSummary {

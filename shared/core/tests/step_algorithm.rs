@@ -1121,10 +1121,100 @@ fn run_concurrently<F: Future<Output = Result<Disposition>>>(
     done.into_iter().flatten().collect()
 }
 
+// --- The warm path: no read ------------------------------------------------------------------
+
+fn two_processes() -> Simulation {
+    Simulation::new(
+        Registry::new().with(Probe),
+        7,
+        Faults {
+            processes: 2,
+            ..Faults::none()
+        },
+    )
+}
+
+/// Handles `env` on process `process`, advancing virtual time through conflict backoffs.
+fn on(sim: &Simulation, process: usize, env: Envelope) -> Result<Disposition> {
+    let handler = sim.process(process).handle(env);
+    finish_through_backoff(sim, std::pin::pin!(handler))
+}
+
+#[test]
+fn a_warm_process_steps_without_reading_and_a_stale_one_reads_only_through_its_conflict() {
+    let sim = two_processes();
+    id(on(&sim, 0, start_env("p", json!({}))));
+    let stats = || sim.store().stats();
+    let loads = stats().loads;
+    for n in 0..3 {
+        id(on(
+            &sim,
+            0,
+            signal_env(&format!("w{n}"), "p", "a", Value::Null),
+        ));
+    }
+    assert_eq!(stats().loads, loads, "the process kept what it wrote");
+
+    // Another process moves the instance on: the first one's kept record is now stale.
+    id(on(&sim, 1, signal_env("other", "p", "b", Value::Null)));
+    assert_eq!(stats().loads, loads + 1, "a cold process reads as before");
+    let conflicts = stats().conflicts;
+    let applied = on(&sim, 0, signal_env("stale", "p", "c", Value::Null));
+    assert!(
+        matches!(applied, Ok(Disposition::Applied { version: 6, .. })),
+        "{applied:?}"
+    );
+    assert_eq!(stats().conflicts, conflicts + 1);
+    assert_eq!(
+        stats().loads,
+        loads + 1,
+        "the failed condition returned the stored record: no read"
+    );
+    assert_eq!(
+        events(&sim, "p"),
+        [
+            "started", "signal:a", "signal:a", "signal:a", "signal:b", "signal:c"
+        ]
+    );
+
+    // After a restart the process reads again.
+    sim.process(0).forget_process_memory();
+    id(on(&sim, 0, signal_env("cold", "p", "a", Value::Null)));
+    assert_eq!(stats().loads, loads + 2);
+}
+
+#[test]
+fn a_kept_record_is_read_again_before_it_drops_a_message() {
+    let sim = two_processes();
+    id(on(&sim, 0, start_env("p", json!({}))));
+    // Process 1 arms a timer; process 0 still keeps the version without it.
+    id(on(&sim, 1, signal_env("rearm", "p", "rearm", Value::Null)));
+    sim.advance_clock(Duration::from_secs(120));
+    let (_, firing) = sim
+        .timers()
+        .take_due(reanimate_core::Timestamp(u64::MAX / 2))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no timer armed"));
+    let loads = sim.store().stats().loads;
+    let applied = on(&sim, 0, firing);
+    assert!(
+        matches!(applied, Ok(Disposition::Applied { .. })),
+        "a timer the kept record does not know is not dropped: {applied:?}"
+    );
+    assert_eq!(sim.store().stats().loads, loads + 1);
+    assert_eq!(events(&sim, "p"), ["started", "signal:rearm", "timer:t"]);
+    // A real duplicate is still a duplicate, once read.
+    let again = on(&sim, 0, signal_env("rearm", "p", "rearm", Value::Null));
+    assert!(matches!(again, Ok(Disposition::Duplicate)), "{again:?}");
+}
+
 #[test]
 fn concurrent_handlers_on_one_instance_both_apply_once() {
     let sim = interleaving_sim();
     id(start(&sim, "p", json!({})));
+    // Both read the record (a warm handler would plan on the record it kept, without a read).
+    sim.runtime().forget_process_memory();
     let results = run_concurrently(
         &sim,
         vec![

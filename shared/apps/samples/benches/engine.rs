@@ -34,6 +34,26 @@ struct LedgerState {
     entries: Vec<Entry>,
 }
 
+impl LedgerState {
+    fn new(target: u64) -> Self {
+        LedgerState {
+            steps: 0,
+            target,
+            entries: (0..12)
+                .map(|i| Entry {
+                    account: format!("account-{i:04}-receivables"),
+                    balance: i * 1_000,
+                    tags: vec![
+                        "ledger".into(),
+                        format!("region-{}", i % 3),
+                        "monthly-close".into(),
+                    ],
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Ledger {
     fn advance(state: &mut LedgerState, ctx: &mut Context<'_>) -> Step<u64> {
         state.steps += 1;
@@ -55,21 +75,7 @@ impl Atom for Ledger {
     type Tag = String;
 
     fn start(&self, target: u64, ctx: &mut Context<'_>) -> Result<(LedgerState, Step<u64>)> {
-        let mut state = LedgerState {
-            steps: 0,
-            target,
-            entries: (0..12)
-                .map(|i| Entry {
-                    account: format!("account-{i:04}-receivables"),
-                    balance: i * 1_000,
-                    tags: vec![
-                        "ledger".into(),
-                        format!("region-{}", i % 3),
-                        "monthly-close".into(),
-                    ],
-                })
-                .collect(),
-        };
+        let mut state = LedgerState::new(target);
         let step = Self::advance(&mut state, ctx);
         Ok((state, step))
     }
@@ -173,10 +179,47 @@ fn bench_state_1k(steps: u64) {
         state_len = len;
         rates.push(handled as f64 / secs);
     }
+    let rate = median(rates);
     println!(
-        "state-1k     {:>9.0} steps/s  (median of 5 runs of {steps} steps; state {state_len} bytes of JSON)",
-        median(rates)
+        "state-1k     {rate:>9.0} steps/s  (median of 5 runs of {steps} steps; state {state_len} bytes of JSON)"
     );
+    // The floor, on this machine in this run: serde_json alone on the same state.
+    let (encodes, round_trips) = serde_floor(steps);
+    println!(
+        "  floor      {encodes:>9.0} encodes/s, {round_trips:.0} decode+change+encode/s of that state"
+    );
+    println!(
+        "  ratio      a step costs {:.2}× an encode of its state, {:.2}× a decode+change+encode (goal: at most 2× an encode)",
+        encodes / rate,
+        round_trips / rate
+    );
+}
+
+/// Encodes per second and decode + change + encode per second of the ledger's state with plain
+/// serde_json (median of 5 runs of `n`).
+fn serde_floor(n: u64) -> (f64, f64) {
+    let state = LedgerState::new(u64::MAX);
+    let mut json = serde_json::to_string(&state).unwrap_or_default();
+    let mut encodes = Vec::new();
+    let mut round_trips = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes += std::hint::black_box(serde_json::to_string(&state).unwrap_or_default()).len();
+        }
+        encodes.push(n as f64 / t.elapsed().as_secs_f64());
+        std::hint::black_box(bytes);
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut decoded: LedgerState = serde_json::from_str(&json).unwrap_or_default();
+            decoded.steps += 1;
+            decoded.entries[0].balance += 1;
+            json = serde_json::to_string(std::hint::black_box(&decoded)).unwrap_or_default();
+        }
+        round_trips.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+    (median(encodes), median(round_trips))
 }
 
 fn bench_fan_in(rounds: u32) {

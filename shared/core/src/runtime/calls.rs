@@ -224,11 +224,12 @@ where
             }
             next.remember_transition("call_journaled", call.activity, 0);
             let version_read = record.version;
-            match self.store.save(next.clone(), Some(version_read)).await? {
+            match self.store.save(&next, Some(version_read)).await? {
                 SaveOutcome::Saved => {
                     let warm = super::WarmState {
                         outbox_sent: next.outbox.is_empty(),
                         decoded: warm.and_then(|w| w.decoded),
+                        record: None,
                     };
                     self.warm.put(&next.id, next.version, warm);
                     *current = Some(next);

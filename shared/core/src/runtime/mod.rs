@@ -41,7 +41,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
-use warm::{WarmInstances, WarmState};
+use warm::{WarmInstances, WarmRecord, WarmState};
 
 /// How many times a step is re-run on version conflicts (with a jittered backoff between runs)
 /// before the message is deferred.
@@ -261,16 +261,57 @@ where
             )));
         };
         let atom = atom.as_ref();
-        let mut current = self.store.load(&envelope.target).await?;
+        // A warm process plans on the record it last saved instead of reading it (see
+        // [`WarmState`]); a call message reads, because it may run an activity before it saves.
+        let mut kept = match calls::CallMessage::of(&envelope) {
+            None => self.warm.take_record(&envelope.target),
+            Some(_) => None,
+        };
+        loop {
+            let (current, verified) = match kept.take() {
+                Some(record) => (Some(record), false),
+                None => (self.store.load(&envelope.target).await?, true),
+            };
+            match self
+                .run_message(atom, &mut envelope, delivery, current, verified)
+                .await?
+            {
+                Attempted::Done(disposition) => return Ok(disposition),
+                Attempted::Defer { delay, reason } => {
+                    return self.defer(envelope, delay, reason).await;
+                }
+                Attempted::Unverified => {
+                    tracing::debug!("the kept record would not be saved: reading the stored one");
+                }
+            }
+        }
+    }
+
+    /// Runs one message on `current` (read from the store when `verified`, else the record this
+    /// process last saved, which may be stale): everything but a deferral, which the caller sends.
+    async fn run_message(
+        &self,
+        atom: &dyn DynAtom,
+        envelope: &mut Envelope,
+        delivery: Delivery,
+        mut current: Option<InstanceRecord>,
+        mut verified: bool,
+    ) -> Result<Attempted> {
         // Work a message needs from the world before its step: an activity's outcome journaled,
         // an answer read from the inbox (or a deadline that lost to one).
-        if let Some(call) = calls::CallMessage::of(&envelope)
+        if let Some(call) = calls::CallMessage::of(envelope)
             && let Some(reason) = self.journal_call(call, delivery, &mut current).await?
         {
-            return self.defer(envelope, None, reason).await;
+            return Ok(Attempted::Defer {
+                delay: None,
+                reason,
+            });
         }
-        if let Some(drop) = self.resolve_answer(&mut envelope, current.as_ref()).await? {
-            return self.drop_message(current, drop).await;
+        if let Some(drop) = self.resolve_answer(envelope, current.as_ref()).await? {
+            if !verified {
+                return Ok(Attempted::Unverified);
+            }
+            return self.drop_message(current, drop).await.map(Attempted::Done);
         }
 
         // The outbox of a version this message replaces and that this process cannot know went
@@ -304,7 +345,11 @@ where
             }
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let now = self.clock.now();
-            let planned = plan::plan(atom, self.known(), current.take(), decoded, &envelope, now)?;
+            let planned = plan::plan(atom, self.known(), current.take(), decoded, envelope, now)?;
+            if !verified && !matches!(planned, Plan::Save { .. }) {
+                // Only a save checks the kept record against the stored one.
+                return Ok(Attempted::Unverified);
+            }
             let (mut next, decoded, size) = match planned {
                 Plan::Drop {
                     disposition,
@@ -318,7 +363,7 @@ where
                     self.settle_unsaved(&envelope.target, expected, warm, unsaved)
                         .await?;
                     log_drop(&disposition);
-                    return Ok(disposition);
+                    return Ok(Attempted::Done(disposition));
                 }
                 Plan::Defer { delay, reason } => {
                     let unsaved = Unsaved {
@@ -328,7 +373,10 @@ where
                     };
                     self.settle_unsaved(&envelope.target, expected, warm, unsaved)
                         .await?;
-                    return self.defer(envelope, Some(delay), reason).await;
+                    return Ok(Attempted::Defer {
+                        delay: Some(delay),
+                        reason,
+                    });
                 }
                 Plan::Save {
                     next,
@@ -339,13 +387,16 @@ where
                     // The failed record is built from the stored one again, outbox included.
                     carried.clear();
                     match self
-                        .fail_too_large(atom, &envelope, expected, now, reason)
+                        .fail_too_large(atom, envelope, expected, now, reason)
                         .await?
                     {
                         Some((failed, size)) => (failed, None, size),
                         None if attempt >= MAX_CONFLICT_ATTEMPTS => {
                             let reason = format!("{} kept changing under us", envelope.target);
-                            return self.defer(envelope, None, reason).await;
+                            return Ok(Attempted::Defer {
+                                delay: None,
+                                reason,
+                            });
                         }
                         None => {
                             // The record moved on meanwhile: plan again on what is there now.
@@ -372,7 +423,7 @@ where
             }
             let (id, version, status) = (next.id.clone(), next.version, next.status);
             let effects = next.outbox.clone();
-            match self.store.save(next, expected).await? {
+            match self.store.save(&next, expected).await? {
                 SaveOutcome::Saved => {
                     let described = self
                         .observer
@@ -386,6 +437,10 @@ where
                         WarmState {
                             outbox_sent,
                             decoded,
+                            record: Some(WarmRecord {
+                                record: next,
+                                bytes: size,
+                            }),
                         },
                     );
                     if let (Some(observe), Some(effects)) = (&self.observer, described) {
@@ -408,7 +463,19 @@ where
                         attempt,
                         "applied"
                     );
-                    return Ok(Disposition::Applied { version, status });
+                    return Ok(Attempted::Done(Disposition::Applied { version, status }));
+                }
+                SaveOutcome::Conflict { current: latest } if !verified => {
+                    // The kept record was stale: no one is contending, so no backoff; the
+                    // failed condition returned the stored record, which is the read.
+                    tracing::debug!("the kept record was stale; re-running on the stored one");
+                    current = match latest {
+                        Some(record) => Some(*record),
+                        None => self.store.load(&envelope.target).await?,
+                    };
+                    verified = true;
+                    attempt -= 1;
+                    flushed_loaded = false;
                 }
                 SaveOutcome::Conflict { current: latest } => {
                     if attempt >= MAX_CONFLICT_ATTEMPTS {
@@ -416,7 +483,10 @@ where
                             "{} kept changing under us: {attempt} conflicting saves in a row",
                             envelope.target
                         );
-                        return self.defer(envelope, None, reason).await;
+                        return Ok(Attempted::Defer {
+                            delay: None,
+                            reason,
+                        });
                     }
                     let pause = self.backoff(attempt);
                     tracing::debug!(
@@ -660,6 +730,18 @@ where
         let size = failed.stored_size_bound(failed.outbox.iter().map(crate::text::json_len).sum());
         Ok(Some((failed, size)))
     }
+}
+
+/// How one run of a message ended.
+enum Attempted {
+    Done(Disposition),
+    /// Put the message back on its queue (`None`: a delay by the number of deferrals).
+    Defer {
+        delay: Option<Duration>,
+        reason: String,
+    },
+    /// It was run on a kept record that may be stale and would not save: run it again on a read.
+    Unverified,
 }
 
 /// What a message that replaces nothing must still send: the stored effects of the version read

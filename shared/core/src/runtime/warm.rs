@@ -2,18 +2,32 @@
 
 use crate::atom::TypedState;
 use crate::ids::InstanceId;
+use crate::record::InstanceRecord;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
 
 /// What this process knows about the latest version of an instance it handled: whether that
-/// version's outbox went out, and its state already decoded. A version is written once (every
-/// save is conditional), so this stays true of version `v` for as long as it is kept. Losing it
-/// (eviction, a restart) only costs a re-send, deduplicated downstream, and a decode.
+/// version's outbox went out, its state already decoded, and the record as this process wrote it.
+/// A version is written once (every save is conditional), so this stays true of version `v` for
+/// as long as it is kept. Losing it (eviction, a restart) only costs a read, a re-send
+/// (deduplicated downstream) and a decode.
+///
+/// The record is what lets a warm step skip its read: the step is planned on it and saved on the
+/// condition that `v` is still the stored version. It may be stale (another process wrote since);
+/// then the save fails and returns the stored item, which is the read. A plan that would not save
+/// (a drop, a deferral) is never trusted to a record that may be stale: it is read first.
 #[derive(Default)]
 pub(super) struct WarmState {
     pub outbox_sent: bool,
     pub decoded: Option<TypedState>,
+    pub record: Option<WarmRecord>,
+}
+
+/// A record this process saved, with its stored size (what it costs to keep it in memory).
+pub(super) struct WarmRecord {
+    pub record: InstanceRecord,
+    pub bytes: usize,
 }
 
 /// Bounded per-process memory of [`WarmState`], one entry per instance. The decoded state is taken
@@ -30,6 +44,16 @@ struct WarmInner {
     /// Insertion order; an element is live only while its number matches the entry's.
     order: VecDeque<(u64, InstanceId)>,
     inserted: u64,
+    /// The stored sizes of the records kept, summed (bounded by [`WarmInstances::RECORD_BYTES`]).
+    record_bytes: usize,
+}
+
+impl WarmInner {
+    fn remove(&mut self, id: &InstanceId) {
+        if let Some((_, warm, _)) = self.entries.remove(id) {
+            self.record_bytes -= warm.record.map_or(0, |r| r.bytes);
+        }
+    }
 }
 
 impl fmt::Debug for WarmInstances {
@@ -40,6 +64,9 @@ impl fmt::Debug for WarmInstances {
 
 impl WarmInstances {
     const CAPACITY: usize = 4096;
+    /// At most this many bytes of records are kept (a Lambda function may have 128 MB in all);
+    /// the oldest entries go first.
+    const RECORD_BYTES: usize = 32 << 20;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WarmInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -53,9 +80,20 @@ impl WarmInstances {
             Some((v, warm, _)) if *v == version => Some(WarmState {
                 outbox_sent: warm.outbox_sent,
                 decoded: warm.decoded.take(),
+                record: None,
             }),
             _ => None,
         }
+    }
+
+    /// Takes the record this process last saved for `id`, if it kept it: the rest of what it knows
+    /// of that version stays, for [`WarmInstances::take`].
+    pub fn take_record(&self, id: &InstanceId) -> Option<InstanceRecord> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let kept = inner.entries.get_mut(id)?.1.record.take()?;
+        inner.record_bytes -= kept.bytes;
+        Some(kept.record)
     }
 
     pub fn put(&self, id: &InstanceId, version: u64, warm: WarmState) {
@@ -67,14 +105,24 @@ impl WarmInstances {
         if inner.entries.get(id).is_some_and(|(v, _, _)| *v > version) {
             return;
         }
+        let mut warm = warm;
+        if warm
+            .record
+            .as_ref()
+            .is_some_and(|r| r.bytes > Self::RECORD_BYTES / 8)
+        {
+            warm.record = None;
+        }
+        inner.remove(id);
+        inner.record_bytes += warm.record.as_ref().map_or(0, |r| r.bytes);
         inner.entries.insert(id.clone(), (version, warm, number));
         inner.order.push_back((number, id.clone()));
-        while inner.entries.len() > Self::CAPACITY {
+        while inner.entries.len() > Self::CAPACITY || inner.record_bytes > Self::RECORD_BYTES {
             let Some((number, old)) = inner.order.pop_front() else {
                 break;
             };
             if inner.entries.get(&old).is_some_and(|e| e.2 == number) {
-                inner.entries.remove(&old);
+                inner.remove(&old);
             }
         }
         // Drop order elements whose entries were taken or replaced, so it stays bounded.
@@ -90,5 +138,6 @@ impl WarmInstances {
         let mut guard = self.lock();
         guard.entries.clear();
         guard.order.clear();
+        guard.record_bytes = 0;
     }
 }
