@@ -380,6 +380,10 @@ def parameters(functions) -> dict:
             "Type": "Number", "Default": 900, "MinValue": 0, "MaxValue": 900,
             "Description": "Timers due within this many seconds use an SQS delay; later ones a Scheduler schedule.",
         },
+        "History": {
+            "Type": "String", "Default": "full", "AllowedValues": ["full", "off"],
+            "Description": "full: every transition in the history table (a write unit a step); off: none.",
+        },
         "RetentionSeconds": {
             "Type": "Number", "Default": 2592000,
             "Description": "How long a finished instance is kept before DynamoDB's TTL deletes it (30 days).",
@@ -467,6 +471,7 @@ def environment(atoms: list[Function]) -> dict:
         "REANIMATE_EVENT_BUS": ref("EventBus"),
         "REANIMATE_MAX_QUEUE_DELAY_SECS": ref("MaxQueueDelaySeconds"),
         "REANIMATE_RETENTION_SECS": ref("RetentionSeconds"),
+        "REANIMATE_HISTORY": ref("History"),
         "REANIMATE_DIGEST_BUCKET": ref("DigestBucket"),
         "REANIMATE_DIGEST_FROM": ref("DigestSender"),
         "REANIMATE_MAIL_ROOT": ref("MailRoot"),
@@ -959,6 +964,7 @@ def outputs(atoms: list[Function], sweeper: Function, web: Function) -> dict:
         "InstancesTable": ref("InstancesTable"),
         "InboxTable": ref("InboxTable"),
         "HistoryTable": ref("HistoryTable"),
+        "History": ref("History"),
         "DigestBucket": ref("DigestBucket"),
         "DigestSender": ref("DigestSender"),
         "EventBus": ref("EventBus"),

@@ -204,6 +204,7 @@ async fn stack() -> Stack {
         event_bus,
         max_queue_delay: Duration::from_secs(900),
         retention: Duration::from_secs(3600),
+        full_history: true,
     });
     let counters = RequestCounters::default();
     let runtime = reanimate_aws::stack::runtime(

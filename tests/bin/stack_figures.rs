@@ -71,7 +71,7 @@ impl Atom for Ledger {
     type Tag = String;
 
     fn start(&self, _: u64, ctx: &mut Context<'_>) -> Result<(LedgerState, Step<u64>)> {
-        let entries = (0..12)
+        let entries = (0..16)
             .map(|i| {
                 let tags = vec!["ledger".into(), format!("region-{}", i % 3), "close".into()];
                 (format!("account-{i:04}-receivables"), i * 1_000, tags)
@@ -330,14 +330,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             arn: ledger_arn,
         },
     );
-    let ledger_runtime = reanimate_aws::stack::runtime(
-        Registry::new().with(Ledger),
-        clients,
-        std::sync::Arc::new(ledger_config),
-        counters,
-    );
+    let ledger_runtime = |full_history: bool| {
+        let config = reanimate_aws::StackConfig {
+            full_history,
+            ..ledger_config.clone()
+        };
+        reanimate_aws::stack::runtime(
+            Registry::new().with(Ledger),
+            clients,
+            std::sync::Arc::new(config),
+            counters,
+        )
+    };
+    let (with_history, without_history) = (ledger_runtime(true), ledger_runtime(false));
     let ledger = InstanceId::new(format!("figures-ledger-{run}"))?;
-    ledger_runtime
+    with_history
         .handle(Envelope::start(
             MessageId::new(format!("ledger-{run}"))?,
             ledger.clone(),
@@ -345,11 +352,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             json!(0),
         ))
         .await?;
-    for warm in [true, false] {
+    let variants = [
+        ("warm", &with_history, true),
+        ("warm, History=off", &without_history, true),
+        ("cold", &with_history, false),
+    ];
+    for (what, ledger_runtime, warm) in variants {
         let before = snapshot(counters);
         let latencies =
-            ledger_steps(&ledger_runtime, &clients.sqs, &ledger_url, steps, warm).await?;
-        let what = if warm { "warm" } else { "cold" };
+            ledger_steps(ledger_runtime, &clients.sqs, &ledger_url, steps, warm).await?;
         let ms = median_ms(&latencies);
         report(
             &format!("ledger-1k, {what} (one step, in-process)"),

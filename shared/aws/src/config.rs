@@ -35,6 +35,9 @@ pub struct StackConfig {
     pub max_queue_delay: Duration,
     /// How long finished instances are kept before DynamoDB's TTL removes them.
     pub retention: Duration,
+    /// Whether every transition is written to the history table (`REANIMATE_HISTORY=full`, the
+    /// default) or none (`off`: a write unit a step less; see BENCHMARKS.md, "Cost per step").
+    pub full_history: bool,
 }
 
 /// The stack outputs `infra/deploy.py` wrote to `path` (name → value), for clients that need
@@ -106,6 +109,15 @@ impl StackConfig {
             event_bus: var("REANIMATE_EVENT_BUS")?,
             max_queue_delay,
             retention: seconds("REANIMATE_RETENTION_SECS", 30 * 24 * 3600)?,
+            full_history: match std::env::var("REANIMATE_HISTORY").as_deref() {
+                Err(_) | Ok("" | "full") => true,
+                Ok("off") => false,
+                Ok(other) => {
+                    return Err(Error::terminal(format!(
+                        "REANIMATE_HISTORY is {other:?}; it is full or off"
+                    )));
+                }
+            },
         })
     }
 
@@ -132,6 +144,7 @@ impl StackConfig {
             event_bus: out("EventBus")?,
             max_queue_delay: Duration::from_secs(900),
             retention: Duration::from_secs(30 * 24 * 3600),
+            full_history: outputs.get("History").is_none_or(|h| h != "off"),
         })
     }
 

@@ -4,6 +4,8 @@
 //! `error` as top-level attributes (readable in the console and by the CLI); the outbox as the JSON
 //! attribute `outbox` (so the sweeper can drop it without rewriting the rest); everything else as
 //! one JSON attribute `body`; `expires_at` (the table's TTL attribute) once the instance finished.
+//! `state`, `body` and `outbox` are JSON strings, or, from [`DEFLATE_FROM`] bytes on, deflated
+//! JSON in a binary (every step rewrites the item, and DynamoDB bills every started kilobyte).
 //! A record whose outbox could not be sent carries `outbox_pending` and `outbox_pending_since`,
 //! the keys of the sparse index [`OUTBOX_PENDING_INDEX`] the sweeper queries; any save removes
 //! them (a save writes the whole item).
@@ -172,6 +174,45 @@ pub fn read_units(bytes: usize) -> u64 {
     bytes.div_ceil(4096).max(1) as u64
 }
 
+/// JSON attributes from this many bytes on are stored deflated, when that makes them smaller.
+pub const DEFLATE_FROM: usize = 200;
+
+/// The most a deflated attribute may inflate to (an item is at most 400 KB; JSON deflates well,
+/// but not a thousandfold).
+const INFLATED_LIMIT: usize = 64 << 20;
+
+/// A JSON attribute: the string itself, or deflated (see [`DEFLATE_FROM`]).
+fn json_attribute(json: String) -> AttributeValue {
+    if json.len() >= DEFLATE_FROM {
+        let deflated = miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6);
+        if deflated.len() < json.len() {
+            return AttributeValue::B(aws_smithy_types::Blob::new(deflated));
+        }
+    }
+    AttributeValue::S(json)
+}
+
+/// The JSON of an attribute written by [`json_attribute`] (a string, or deflated).
+fn json_of(item: &Item, name: &str) -> Result<Option<String>> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(json)) => Ok(Some(json.clone())),
+        Some(AttributeValue::B(deflated)) => {
+            let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(
+                deflated.as_ref(),
+                INFLATED_LIMIT,
+            )
+            .map_err(|e| Error::terminal(format!("stored {name:?} does not inflate: {e:?}")))?;
+            String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| Error::terminal(format!("stored {name:?} is not UTF-8")))
+        }
+        Some(_) => Err(Error::terminal(format!(
+            "stored attribute {name:?} is neither a string nor a binary"
+        ))),
+    }
+}
+
 /// The item for `record`. Finished instances get `expires_at` = now + `retention` (seconds).
 pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
     let body = BodyRef {
@@ -193,16 +234,16 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
     item.insert("atom".into(), s(&record.atom));
     item.insert("version".into(), n(record.version));
     item.insert("status".into(), s(status_name(record.status)));
-    item.insert("state".into(), s(&record.state));
+    item.insert("state".into(), json_attribute(record.state.clone()));
     item.insert("updated_at".into(), n(record.updated_at.as_millis()));
     item.insert(
         "body".into(),
-        s(serde_json::to_string(&body).unwrap_or_default()),
+        json_attribute(serde_json::to_string(&body).unwrap_or_default()),
     );
     if !record.outbox.is_empty() {
         item.insert(
             "outbox".into(),
-            s(serde_json::to_string(&record.outbox).unwrap_or_default()),
+            json_attribute(serde_json::to_string(&record.outbox).unwrap_or_default()),
         );
     }
     if let Some(error) = &record.error {
@@ -216,19 +257,22 @@ pub fn record_to_item(record: &InstanceRecord, retention: Duration) -> Item {
 }
 
 pub fn item_to_record(item: &Item) -> Result<InstanceRecord> {
-    let body: Body = serde_json::from_str(get_s(item, "body")?)
+    let missing = |name: &str| Error::terminal(format!("stored item has no attribute {name:?}"));
+    let body = json_of(item, "body")?.ok_or_else(|| missing("body"))?;
+    let body: Body = serde_json::from_str(&body)
         .map_err(|e| Error::terminal(format!("stored body does not decode: {e}")))?;
-    let outbox = match item.get("outbox") {
-        Some(AttributeValue::S(json)) => serde_json::from_str(json)
+    let outbox = match json_of(item, "outbox")? {
+        Some(json) => serde_json::from_str(&json)
             .map_err(|e| Error::terminal(format!("stored outbox does not decode: {e}")))?,
-        _ => body.outbox,
+        None => body.outbox,
     };
+    let state = json_of(item, "state")?.ok_or_else(|| missing("state"))?;
     Ok(InstanceRecord {
         id: InstanceId::new(get_s(item, "id")?)?,
         atom: get_s(item, "atom")?.to_string(),
         version: get_n(item, "version")?,
         status: parse_status(get_s(item, "status")?)?,
-        state: get_s(item, "state")?.to_string(),
+        state,
         state_version: body.state_version,
         parent: body.parent,
         waiting: body.waiting,
@@ -922,5 +966,46 @@ mod tests {
         let v1 = record_to_item(&record(1), retention);
         assert!(get_s(&v1, "body").is_ok_and(|b| !b.contains("state_version")));
         assert_eq!(item_to_record(&v1).map(|r| r.state_version).ok(), Some(1));
+    }
+
+    #[test]
+    fn a_large_state_is_stored_deflated_and_comes_back() {
+        let mut large = record(1);
+        let entries: Vec<String> = (0..12)
+            .map(|i| format!(r#"{{"account":"account-{i:04}-receivables","balance":{i}000,"tags":["ledger","region-{}","monthly-close"]}}"#, i % 3))
+            .collect();
+        large.state = format!(r#"{{"steps":7,"entries":[{}]}}"#, entries.join(","));
+        let item = record_to_item(&large, Duration::ZERO);
+        let Some(AttributeValue::B(deflated)) = item.get("state") else {
+            panic!("a {}-byte state is deflated", large.state.len());
+        };
+        assert!(deflated.as_ref().len() * 3 < large.state.len());
+        assert!(
+            item_size(&item) < 1024,
+            "one write unit: {}",
+            item_size(&item)
+        );
+        assert_eq!(item_to_record(&item).ok(), Some(large));
+        // A small one stays a readable string; so do items written before deflating.
+        let small = record_to_item(&record(1), Duration::ZERO);
+        assert!(matches!(small.get("state"), Some(AttributeValue::S(_))));
+    }
+
+    #[test]
+    fn item_sizes_follow_dynamodbs_rules() {
+        let mut item = Item::new();
+        item.insert("id".into(), s("abc"));
+        assert_eq!(item_size(&item), 5);
+        item.insert("version".into(), n(12_345));
+        assert_eq!(item_size(&item), 5 + 7 + 4);
+        item.insert(
+            "z".into(),
+            AttributeValue::B(aws_smithy_types::Blob::new(vec![0; 10])),
+        );
+        assert_eq!(item_size(&item), 16 + 11);
+        assert_eq!(
+            (write_units(1024), write_units(1025), read_units(4097)),
+            (1, 2, 2)
+        );
     }
 }

@@ -139,5 +139,7 @@ pub fn runtime(
         TokioClock,
     );
     let deployed: Vec<String> = config.routes.keys().cloned().collect();
-    Runtime::new(registry, store, dispatcher, timers, inbox, TokioClock).with_known_atoms(deployed)
+    Runtime::new(registry, store, dispatcher, timers, inbox, TokioClock)
+        .with_known_atoms(deployed)
+        .with_full_history(config.full_history)
 }

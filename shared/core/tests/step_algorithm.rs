@@ -330,6 +330,17 @@ fn queued(sim: &Simulation) -> Vec<Envelope> {
     .collect()
 }
 
+/// The firing of the first timer armed, whenever it is due.
+fn armed_timer(sim: &Simulation) -> Envelope {
+    let (_, firing) = sim
+        .timers()
+        .take_due(reanimate_core::Timestamp(u64::MAX / 2))
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no timer armed"));
+    firing
+}
+
 fn ignored(result: Result<Disposition>) -> String {
     match result {
         Ok(Disposition::Ignored { reason }) => reason,
@@ -493,12 +504,7 @@ fn a_timer_that_arrives_early_is_put_back_until_it_is_due() {
     let sim = sim();
     id(start(&sim, "p", json!({ "timer_secs": 90 })));
     sim.advance_clock(Duration::from_millis(88_500));
-    let (_, firing) = sim
-        .timers()
-        .take_due(reanimate_core::Timestamp(u64::MAX / 2))
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no timer armed"));
+    let firing = armed_timer(&sim);
     let result = handle(&sim, firing);
     assert!(
         matches!(result, Ok(Disposition::Deferred { delay, .. }) if delay == Duration::from_secs(2)),
@@ -1190,12 +1196,7 @@ fn a_kept_record_is_read_again_before_it_drops_a_message() {
     // Process 1 arms a timer; process 0 still keeps the version without it.
     id(on(&sim, 1, signal_env("rearm", "p", "rearm", Value::Null)));
     sim.advance_clock(Duration::from_secs(120));
-    let (_, firing) = sim
-        .timers()
-        .take_due(reanimate_core::Timestamp(u64::MAX / 2))
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("no timer armed"));
+    let firing = armed_timer(&sim);
     let loads = sim.store().stats().loads;
     let applied = on(&sim, 0, firing);
     assert!(
@@ -1207,6 +1208,45 @@ fn a_kept_record_is_read_again_before_it_drops_a_message() {
     // A real duplicate is still a duplicate, once read.
     let again = on(&sim, 0, signal_env("rearm", "p", "rearm", Value::Null));
     assert!(matches!(again, Ok(Disposition::Duplicate)), "{again:?}");
+}
+
+#[test]
+fn without_full_history_no_entry_is_saved_or_sent() {
+    use reanimate_core::memory::{
+        Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock,
+    };
+    use reanimate_core::runtime::Runtime;
+    let hazards = Hazards::default();
+    let clock = VirtualClock::starting_at(reanimate_core::Timestamp(1_000_000_000_000));
+    let store = MemoryStore::new(hazards.clone());
+    let runtime = Runtime::new(
+        Registry::new().with(Probe),
+        store.clone(),
+        MemoryQueue::new(clock.clone(), hazards.clone()),
+        MemoryTimers::new(clock.clone(), hazards.clone()),
+        MemoryInbox::new(hazards.clone()),
+        clock,
+    )
+    .with_full_history(false);
+    id(block_on(runtime.handle(start_env("p", json!({})))));
+    id(block_on(runtime.handle(signal_env(
+        "s",
+        "p",
+        "a",
+        Value::Null,
+    ))));
+    let p = id(InstanceId::new("p"));
+    let saved = store.get(&p).unwrap_or_else(|| panic!("no p"));
+    assert_eq!(saved.version, 2);
+    assert!(
+        saved
+            .outbox
+            .iter()
+            .all(|e| !matches!(e, reanimate_core::record::Effect::History { .. })),
+        "{:?}",
+        saved.outbox
+    );
+    assert!(store.history(&p).is_empty());
 }
 
 #[test]

@@ -223,6 +223,7 @@ where
                 journal(&mut next, CallOutcome::Failed { reason });
             }
             next.remember_transition("call_journaled", call.activity, 0);
+            self.keep_history(&mut next.outbox);
             let version_read = record.version;
             match self.store.save(&next, Some(version_read)).await? {
                 SaveOutcome::Saved => {

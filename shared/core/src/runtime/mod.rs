@@ -123,6 +123,8 @@ pub struct Runtime<S, D, T, I, C> {
     activities: Activities,
     /// Randomness for backoff and deferral delays (seeded, so a simulation replays).
     jitter: Mutex<SplitMix64>,
+    /// Whether every transition's history entry is sent to the full history.
+    full_history: bool,
 }
 
 impl<S, D, T, I, C> fmt::Debug for Runtime<S, D, T, I, C> {
@@ -163,6 +165,22 @@ where
             known_atoms: None,
             activities: Activities::default(),
             jitter: Mutex::new(SplitMix64::new(seed)),
+            full_history: true,
+        }
+    }
+
+    /// Whether every transition goes to the full history (the default) or none: then the step's
+    /// outbox carries no history entry, and a write unit a step is saved where the history is not
+    /// needed (`reanimate history` and the console then show none).
+    pub fn with_full_history(mut self, full: bool) -> Self {
+        self.full_history = full;
+        self
+    }
+
+    /// Drops the history entries from an outbox about to be saved, when there is no full history.
+    fn keep_history(&self, outbox: &mut Vec<Effect>) {
+        if !self.full_history {
+            outbox.retain(|effect| !matches!(effect, Effect::History { .. }));
         }
     }
 
@@ -307,11 +325,13 @@ where
                 reason,
             });
         }
-        if let Some(drop) = self.resolve_answer(envelope, current.as_ref()).await? {
-            if !verified {
-                return Ok(Attempted::Unverified);
-            }
-            return self.drop_message(current, drop).await.map(Attempted::Done);
+        // Only a save checks a kept record against the stored one: anything else decided on it
+        // (a drop, a deferral, a refusal) may come from its staleness, and is decided on a read.
+        match self.resolve_answer(envelope, current.as_ref()).await {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) if !verified => return Ok(Attempted::Unverified),
+            Ok(Some(drop)) => return self.drop_message(current, drop).await.map(Attempted::Done),
+            Err(error) => return Err(error),
         }
 
         // The outbox of a version this message replaces and that this process cannot know went
@@ -345,11 +365,12 @@ where
             }
             let decoded = warm.as_mut().and_then(|w| w.decoded.take());
             let now = self.clock.now();
-            let planned = plan::plan(atom, self.known(), current.take(), decoded, envelope, now)?;
-            if !verified && !matches!(planned, Plan::Save { .. }) {
-                // Only a save checks the kept record against the stored one.
-                return Ok(Attempted::Unverified);
-            }
+            let planned = plan::plan(atom, self.known(), current.take(), decoded, envelope, now);
+            let planned = match planned {
+                Ok(planned @ Plan::Save { .. }) => planned,
+                Ok(_) | Err(_) if !verified => return Ok(Attempted::Unverified),
+                planned => planned?,
+            };
             let (mut next, decoded, size) = match planned {
                 Plan::Drop {
                     disposition,
@@ -421,6 +442,7 @@ where
                     ));
                 }
             }
+            self.keep_history(&mut next.outbox);
             let (id, version, status) = (next.id.clone(), next.version, next.status);
             let effects = next.outbox.clone();
             match self.store.save(&next, expected).await? {

@@ -96,7 +96,7 @@ impl WarmInstances {
         Some(kept.record)
     }
 
-    pub fn put(&self, id: &InstanceId, version: u64, warm: WarmState) {
+    pub fn put(&self, id: &InstanceId, version: u64, mut warm: WarmState) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.inserted += 1;
@@ -105,7 +105,6 @@ impl WarmInstances {
         if inner.entries.get(id).is_some_and(|(v, _, _)| *v > version) {
             return;
         }
-        let mut warm = warm;
         if warm
             .record
             .as_ref()
@@ -139,5 +138,42 @@ impl WarmInstances {
         guard.entries.clear();
         guard.order.clear();
         guard.record_bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::Timestamp;
+
+    fn kept(n: usize, bytes: usize) -> (InstanceId, WarmState) {
+        let id = InstanceId::new(format!("i{n}")).unwrap_or_else(|e| panic!("{e}"));
+        let record = InstanceRecord::fresh(id.clone(), "a".into(), None, Timestamp(0));
+        let warm = WarmState {
+            record: Some(WarmRecord { record, bytes }),
+            ..WarmState::default()
+        };
+        (id, warm)
+    }
+
+    #[test]
+    fn kept_records_stay_within_their_byte_budget_oldest_out_first() {
+        let warm = WarmInstances::default();
+        let size = WarmInstances::RECORD_BYTES / 10;
+        for n in 0..25 {
+            let (id, state) = kept(n, size);
+            warm.put(&id, 1, state);
+        }
+        assert!(warm.lock().record_bytes <= WarmInstances::RECORD_BYTES);
+        assert!(
+            warm.take_record(&kept(0, 0).0).is_none(),
+            "the oldest went first"
+        );
+        assert!(warm.take_record(&kept(24, 0).0).is_some());
+        assert!(warm.take_record(&kept(24, 0).0).is_none(), "taken once");
+        // One record larger than an eighth of the budget is not kept at all.
+        let (id, state) = kept(99, WarmInstances::RECORD_BYTES / 4);
+        warm.put(&id, 1, state);
+        assert!(warm.take_record(&id).is_none());
     }
 }
