@@ -51,8 +51,8 @@ mod price {
 
 /// The records an event source mapping hands one invocation (`BatchSize` of the step functions).
 const BATCH: f64 = 10.0;
-/// The step functions' memory, in GB.
-const LAMBDA_GB: f64 = 0.125;
+/// The step functions' memory, in GB (`MemorySize` in infra/render.py).
+const LAMBDA_GB: f64 = 0.25;
 
 /// A 1 KB JSON state that re-runs itself through its queue (as `make bench`'s `state-1k`).
 struct Ledger;
@@ -143,7 +143,7 @@ fn snapshot(counters: &RequestCounters) -> PerStepSnapshot {
 
 /// Prints the requests and units per step, and the dollars per million steps they cost with the
 /// event source mapping's share (a receive and a delete per batch, and one invocation) and the
-/// Lambda time of a step (`step_ms`, billed at 128 MB).
+/// Lambda time of a step (`step_ms`, billed at 256 MB).
 fn cost_report(what: &str, figures: &PerStep, step_ms: f64) {
     println!("\n{what}: per step");
     let mut dollars = Vec::new();
@@ -187,7 +187,7 @@ fn cost_report(what: &str, figures: &PerStep, step_ms: f64) {
     dollars.push(("lambda duration".into(), gb_s * price::LAMBDA_GB_SECOND));
     let total: f64 = dollars.iter().map(|(_, d)| d).sum();
     println!(
-        "  dollars per million steps (us-east-1 on-demand list prices, arm64 at 128 MB, {step_ms:.1} ms a step):"
+        "  dollars per million steps (us-east-1 on-demand list prices, arm64 at 256 MB, {step_ms:.1} ms a step):"
     );
     for (what, d) in &dollars {
         println!("    {what:<40} {:>7.3}", d * 1e6);

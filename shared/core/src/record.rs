@@ -379,6 +379,9 @@ impl SeqSet {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecentMessages(VecDeque<Remembered>);
 
+/// The packed time of an id remembered without one (by a runtime before times were kept).
+const BARE: u32 = u32::MAX;
+
 impl Serialize for RecentMessages {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use base64::Engine;
@@ -387,7 +390,8 @@ impl Serialize for RecentMessages {
             let (fingerprint, seconds) = match *remembered {
                 // Rounded up: an id is never forgotten before its time.
                 Remembered::Timed(f, at) => (f, at.as_millis().div_ceil(1000) as u32),
-                Remembered::Bare(f) => (f, 0),
+                // No time known: kept until pushed out by number, as before.
+                Remembered::Bare(f) => (f, BARE),
             };
             bytes.extend_from_slice(&fingerprint.to_be_bytes());
             bytes.extend_from_slice(&seconds.to_be_bytes());
@@ -424,11 +428,13 @@ impl<'de> Deserialize<'de> for RecentMessages {
                             let mut s = [0u8; 4];
                             f.copy_from_slice(&chunk[..8]);
                             s.copy_from_slice(&chunk[8..]);
-                            let seconds = u64::from(u32::from_be_bytes(s));
-                            Remembered::Timed(
-                                u64::from_be_bytes(f),
-                                Timestamp::from_millis(seconds * 1000),
-                            )
+                            match u32::from_be_bytes(s) {
+                                BARE => Remembered::Bare(u64::from_be_bytes(f)),
+                                seconds => Remembered::Timed(
+                                    u64::from_be_bytes(f),
+                                    Timestamp::from_millis(u64::from(seconds) * 1000),
+                                ),
+                            }
                         })
                         .collect(),
                 ))
@@ -662,5 +668,12 @@ mod tests {
         ))
         .unwrap_or_default();
         assert!(pairs.contains(&ids[0]));
+        // A bare fingerprint stays bare once packed: never forgotten by time.
+        let bare: RecentMessages = serde_json::from_str("[7]").unwrap_or_default();
+        let packed = serde_json::to_string(&bare).unwrap_or_default();
+        assert_eq!(
+            serde_json::from_str::<RecentMessages>(&packed).ok(),
+            Some(bare)
+        );
     }
 }

@@ -1211,6 +1211,45 @@ fn a_kept_record_is_read_again_before_it_drops_a_message() {
 }
 
 #[test]
+fn a_deadline_on_a_kept_record_is_read_before_it_touches_the_inbox() {
+    let sim = two_processes();
+    let ask = json!({ "ask": {"type": "string"}, "deadline_secs": 60 });
+    id(on(&sim, 0, start_env("p", ask)));
+    let (name, pending) = record(&sim, "p")
+        .waiting
+        .timers
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no deadline armed"));
+    // Process 1 finishes the instance (which withdraws the request and cancels its deadline);
+    // process 0 still keeps the version that waits. The deadline's firing slips through.
+    id(on(&sim, 1, signal_env("f", "p", "finish", Value::Null)));
+    sim.advance_clock(Duration::from_secs(61));
+    let event = Event::TimerFired {
+        name,
+        timer: pending.id.clone(),
+        fired_for: None,
+    };
+    let deadline = Envelope::new(
+        MessageId::for_timer(&pending.id),
+        id(InstanceId::new("p")),
+        "probe",
+        event,
+    );
+    let loads = sim.store().stats().loads;
+    let result = on(&sim, 0, deadline);
+    assert!(
+        matches!(result, Ok(Disposition::Ignored { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        sim.store().stats().loads,
+        loads + 1,
+        "read before expiring a request the stored record may have withdrawn"
+    );
+}
+
+#[test]
 fn without_full_history_no_entry_is_saved_or_sent() {
     use reanimate_core::memory::{
         Hazards, MemoryInbox, MemoryQueue, MemoryStore, MemoryTimers, VirtualClock,

@@ -326,7 +326,11 @@ where
             });
         }
         // Only a save checks a kept record against the stored one: anything else decided on it
-        // (a drop, a deferral, a refusal) may come from its staleness, and is decided on a read.
+        // (a drop, a deferral, a refusal, a request expired in the inbox) may come from its
+        // staleness, and is decided on a read.
+        if !verified && requests::expires_a_request(envelope, current.as_ref()) {
+            return Ok(Attempted::Unverified);
+        }
         match self.resolve_answer(envelope, current.as_ref()).await {
             Ok(None) => {}
             Ok(Some(_)) | Err(_) if !verified => return Ok(Attempted::Unverified),
@@ -498,6 +502,9 @@ where
                     verified = true;
                     attempt -= 1;
                     flushed_loaded = false;
+                    // The kept version's effects belong to whoever replaced it (who loaded it and
+                    // sent or carried them), not to this step.
+                    carried.clear();
                 }
                 SaveOutcome::Conflict { current: latest } => {
                     if attempt >= MAX_CONFLICT_ATTEMPTS {

@@ -203,3 +203,15 @@ where
         }
     }
 }
+
+/// Whether [`Runtime::resolve_answer`] would expire a request in the inbox for this message (a
+/// firing of a request's deadline timer that `record` holds): a write outside the record, so it is
+/// never decided on a record that may be stale.
+pub(super) fn expires_a_request(envelope: &Envelope, record: Option<&InstanceRecord>) -> bool {
+    let Event::TimerFired { name, .. } = &envelope.event else {
+        return false;
+    };
+    record
+        .and_then(|r| r.waiting.timers.get(name.as_str()))
+        .is_some_and(|pending| pending.deadline_of.is_some())
+}

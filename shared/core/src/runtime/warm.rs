@@ -64,8 +64,8 @@ impl fmt::Debug for WarmInstances {
 
 impl WarmInstances {
     const CAPACITY: usize = 4096;
-    /// At most this many bytes of records are kept (a Lambda function may have 128 MB in all);
-    /// the oldest entries go first.
+    /// At most this many bytes of records are kept, by their stored size (a step function has
+    /// 256 MB in all); the oldest entries go first.
     const RECORD_BYTES: usize = 32 << 20;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WarmInner> {
